@@ -1,0 +1,234 @@
+"""Settings: ``params.yaml`` into typed, frozen dataclasses, once. Nothing else reads YAML.
+
+Each stage has its section; CLI flags override fields with :func:`dataclasses.replace`.
+An unknown key or a value of the wrong type is a user mistake, named with its dotted path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import RmpipeError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+# --- prepare -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SourceParams:
+    """Where the feedback comes from. ``kind``: builtin | hub | shared | file."""
+
+    kind: str = "builtin"
+    name: str | None = None  # hub id, or shared set name (hh-rlhf | pandalm | llmbar)
+    path: str | None = None  # kind=file: the user's log file; kind=hub: optional local folder
+    config: str | None = None  # hub config name or data_dir (PKU's alpaca-7b, hh-rlhf's subsets)
+    columns: dict[str, str] = field(default_factory=dict)  # kind=file: contract -> user column
+    rows: int = 12000  # kind=builtin: number of responses generated
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SimulateParams:
+    """The paper's protocol (METHOD.md): propensity from the rating, then label noise."""
+
+    enabled: bool = True
+    alpha: float = 0.5
+    target_rate: float = 0.2
+    rho_pos: float = 0.1
+    rho_neg: float = 0.2
+    shape: str = "monotone"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    source: SourceParams = field(default_factory=SourceParams)
+    simulate: SimulateParams = field(default_factory=SimulateParams)
+    split: SplitParams = field(default_factory=SplitParams)
+
+
+# --- embed ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone. The fields above ``backend`` define the embedding *function* (they go into
+    the store's hash); ``backend``, ``batch_tokens`` and ``device`` are execution settings."""
+
+    model: str
+    revision: str | None = None
+    pooling: str = "last"  # last | mean
+    layer: int = -1
+    max_tokens: int = 512
+    chat_template: bool = True
+    dtype: str = "float32"
+    backend: str = "hf"  # hf | vllm
+    batch_tokens: int = 16384
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    backbones: tuple[str, ...] = ("minilm",)
+    store_dir: str = "cache/embeddings"
+
+
+# --- fit -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PropensityParams:
+    model: str = "logistic"  # logistic | lightgbm
+    folds: int = 5
+    clip_min: float = 0.1
+    pca_dim: int | None = None
+    covariates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """Known rates, or None to estimate them by anchor quantiles at ``q``."""
+
+    rho_pos: float | None = None
+    rho_neg: float | None = None
+    q: float = 0.97
+
+
+@dataclass(frozen=True)
+class ImputationParams:
+    target: str = "clean"  # clean (rmpipe) | noisy (the reference)
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    hidden: tuple[int, ...] = (256, 64)
+    activation: str = "leaky_relu"
+    dropout: float = 0.0
+    lr: float = 5e-4
+    batch_size: int = 512
+    max_epochs: int = 100
+    patience: int = 10
+    weight_decay: float = 1e-6
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GuardParams:
+    """Non-negative risk correction (Kiryo et al. 2017) against a runaway surrogate."""
+
+    nonnegative: bool = True
+    beta: float = 0.0
+    gamma: float = 1.0
+
+
+@dataclass(frozen=True)
+class FitParams:
+    methods: tuple[str, ...] = ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr")
+    heads_dir: str = "cache/heads"
+    propensity: PropensityParams = field(default_factory=PropensityParams)
+    noise: NoiseParams = field(default_factory=NoiseParams)
+    imputation: ImputationParams = field(default_factory=ImputationParams)
+    head: HeadParams = field(default_factory=HeadParams)
+    guard: GuardParams = field(default_factory=GuardParams)
+
+
+# --- evaluate ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluateParams:
+    reports_dir: str = "reports"
+
+
+# --- all -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Params:
+    dataset: str = "default"
+    data_dir: str = "data/prepared"
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    backbones: dict[str, BackboneSpec] = field(default_factory=dict)
+    fit: FitParams = field(default_factory=FitParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    @property
+    def table_path(self) -> Path:
+        return Path(self.data_dir) / self.dataset / "feedback.parquet"
+
+    def backbone(self, name: str) -> BackboneSpec:
+        if name not in self.backbones:
+            known = ", ".join(sorted(self.backbones)) or "none"
+            raise RmpipeError(f"params: unknown backbone {name!r} (known: {known})")
+        return self.backbones[name]
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read ``params.yaml`` (or defaults if it does not exist) into :class:`Params`."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RmpipeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    return from_dict(Params, raw, where=str(path))
+
+
+def from_dict(cls, raw: Any, where: str, key: str = ""):
+    """Build dataclass ``cls`` from plain YAML values, checking keys and types."""
+    if not isinstance(raw, dict):
+        raise RmpipeError(f"{where}: {key or 'top level'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise RmpipeError(f"{where}: unknown setting {_join(key, unknown[0])}")
+    kwargs = {name: _coerce(hints[name], value, where, _join(key, name)) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise RmpipeError(f"{where}: {key or 'top level'}: {exc}") from None
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _coerce(tp, value, where: str, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RmpipeError(f"{where}: {key} must be a mapping")
+        return {str(k): _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RmpipeError(f"{where}: {key} must be a list")
+        item = args[0]
+        return tuple(_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 5e-4 as a string
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if tp is Any:
+        return value
+    raise RmpipeError(f"{where}: {key} must be {tp.__name__}, got {value!r}")

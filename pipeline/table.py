@@ -1,0 +1,162 @@
+"""The feedback table: the one contract between `prepare` and every later stage.
+
+One row per logged event (a response shown to a user). The same (prompt, response) can appear in
+several rows with different feedback: that is data, so ``pair_id`` (the embedding store's key) is
+not unique. ``label`` is the clean label and exists for evaluation only: training never reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import RmpipeError
+
+SPLITS = ("train", "val", "test")
+
+SCHEMA: dict[str, pl.DataType] = {
+    "pair_id": pl.String,
+    "prompt": pl.String,
+    "response": pl.String,
+    "group_id": pl.String,
+    "comparison_id": pl.String,
+    "split": pl.String,
+    "observed": pl.Boolean,
+    "feedback": pl.Int8,
+    "label": pl.Int8,
+    "rating": pl.Float64,
+    "propensity_logged": pl.Float64,
+    "propensity_true": pl.Float64,
+}
+REQUIRED = ("pair_id", "prompt", "response", "group_id", "split", "observed", "feedback")
+NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true")
+
+
+def canonical_prompt(prompt: str | Sequence[dict]) -> str:
+    """A prompt as one string: plain text stays as is; a multi-turn prompt becomes canonical JSON
+    (``[{"content","role"}...]``, sorted keys, no spaces) so that its hash is stable."""
+    if isinstance(prompt, str):
+        return prompt
+    turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in prompt]
+    return json.dumps(turns, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def prompt_turns(prompt: str) -> list[dict]:
+    """Inverse of :func:`canonical_prompt`: the chat turns a prompt stands for."""
+    if prompt.startswith("[{"):
+        try:
+            turns = json.loads(prompt)
+            if all(isinstance(t, dict) and {"role", "content"} <= t.keys() for t in turns):
+                return turns
+        except json.JSONDecodeError:
+            pass
+    return [{"role": "user", "content": prompt}]
+
+
+def make_pair_id(prompt: str, response: str) -> str:
+    """Content hash of (prompt, response): 32 hex digits of SHA-256 over a length-prefixed
+    encoding, so that ("ab", "c") and ("a", "bc") never collide."""
+    p, r = prompt.encode("utf-8"), response.encode("utf-8")
+    h = hashlib.sha256()
+    h.update(len(p).to_bytes(8, "little") + p + len(r).to_bytes(8, "little") + r)
+    return h.hexdigest()[:32]
+
+
+def pair_ids(prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
+    return [make_pair_id(p, r) for p, r in zip(prompts, responses)]
+
+
+def conform(df: pl.DataFrame) -> pl.DataFrame:
+    """Add the optional columns as nulls, order columns as SCHEMA, keep extra covariates after."""
+    for name in NULLABLE_OPTIONAL:
+        if name not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=SCHEMA[name]).alias(name))
+    extra = [c for c in df.columns if c not in SCHEMA]
+    return df.select([*SCHEMA, *extra])
+
+
+def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
+    """Check ``df`` against the contract and return it conformed; raise RmpipeError naming
+    ``where`` and the first offending column or row."""
+    where = str(where)
+    if df.height == 0:
+        raise RmpipeError(f"{where}: the table is empty (no rows)")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise RmpipeError(f"{where}: missing column(s) {', '.join(missing)}")
+    for name, dtype in SCHEMA.items():
+        if name not in df.columns:
+            continue
+        got = df.schema[name]
+        if got == dtype or got == pl.Null:
+            continue
+        if dtype == pl.Int8 and got.is_integer():
+            continue
+        if dtype == pl.Float64 and (got.is_float() or got.is_integer()):
+            continue
+        raise RmpipeError(f"{where}: column {name} has type {got}, expected {dtype}")
+    df = conform(df).with_columns(
+        [pl.col(n).cast(t, strict=False) for n, t in SCHEMA.items()]
+    )
+
+    def first_bad(mask: pl.Series) -> int | None:
+        idx = mask.fill_null(False).arg_true()
+        return int(idx[0]) if len(idx) else None
+
+    def check(mask: pl.Series, column: str, what: str) -> None:
+        row = first_bad(mask)
+        if row is not None:
+            n = int(mask.fill_null(False).sum())
+            raise RmpipeError(f"{where}: row {row}, column {column}: {what} ({n} row(s) in all)")
+
+    for name in ("pair_id", "prompt", "response", "group_id", "split"):
+        check(df[name].is_null(), name, "missing value")
+    for name in ("prompt", "response"):
+        check(df[name].str.strip_chars().str.len_chars() == 0, name, "empty text")
+    check(df["observed"].is_null(), "observed", "missing value")
+    check(~df["split"].is_in(SPLITS), "split", f"unknown split (expected one of {', '.join(SPLITS)})")
+    check(~df["observed"] & df["feedback"].is_not_null(), "feedback", "feedback on a row whose observed is false")
+    check(df["observed"] & df["feedback"].is_null(), "feedback", "observed row without feedback")
+    check(~df["feedback"].is_in([0, 1]) & df["feedback"].is_not_null(), "feedback", "feedback outside {0, 1}")
+    check(~df["label"].is_in([0, 1]) & df["label"].is_not_null(), "label", "label outside {0, 1}")
+    for name in ("rating", "propensity_logged", "propensity_true"):
+        check(df[name].is_nan(), name, "NaN value")
+    for name in ("propensity_logged", "propensity_true"):
+        col = df[name]
+        check((col <= 0) | (col > 1), name, "propensity outside (0, 1]")
+    expected = pl.Series(pair_ids(df["prompt"].to_list(), df["response"].to_list()))
+    check(df["pair_id"] != expected, "pair_id", "pair_id does not match the hash of (prompt, response)")
+    return df
+
+
+def write_table(df: pl.DataFrame, path: str | Path) -> Path:
+    """Validate, then write Parquet atomically: a bad table leaves no file behind."""
+    df = validate(df, path)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+    return path
+
+
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Read and validate a feedback table. ``columns`` restricts what is returned (after
+    validation of the whole), e.g. training code drops ``label``."""
+    path = Path(path)
+    if not path.exists():
+        raise RmpipeError(f"{path}: no such feedback table (run `rmpipe prepare` first)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # pyarrow/polars raise many types for a damaged file
+        raise RmpipeError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    df = validate(df, path)
+    return df.select(columns) if columns is not None else df
+
+
+def training_view(df: pl.DataFrame) -> pl.DataFrame:
+    """What training may see: everything except the clean label and the true propensity."""
+    return df.drop([c for c in ("label", "propensity_true") if c in df.columns])

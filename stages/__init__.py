@@ -1,0 +1,1 @@
+"""One sub-package a stage: prepare, embed, fit, evaluate."""

@@ -1,0 +1,1 @@
+"""Stage 1: backbones -> the embedding store, once per (backbone, pair)."""

@@ -1,0 +1,3 @@
+"""CLI commands of the embed stage (registered by pipeline/cli.py)."""
+
+COMMANDS: list = []

@@ -1,0 +1,1 @@
+"""Stage 2: propensity, noise rates and the CausalRM reward head on cached embeddings."""

@@ -1,0 +1,1 @@
+"""Stage 0: sources -> the feedback table (simulating observational feedback where asked)."""
