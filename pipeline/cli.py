@@ -25,6 +25,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Reward models from observational user feedback (CausalRM): prepare -> embed -> fit -> evaluate."""
+    # A callback keeps `rmpipe <command>` a group even while only one command is registered
+    # (typer otherwise collapses a one-command app into that command).
+
+
 def user_errors_exit_2(fn):
     """Print a user mistake as one line and exit 2; let our own bugs keep their traceback."""
 

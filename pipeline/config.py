@@ -32,6 +32,8 @@ class SourceParams:
     columns: dict[str, str] = field(default_factory=dict)  # kind=file: contract -> user column
     rows: int = 12000  # kind=builtin: number of responses generated
     seed: int = 0
+    split: str | None = None  # kind=hub: load only this split (then 60/20/20)
+    licence: str | None = None  # kind=file: the licence of your logs, recorded beside the table
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class SimulateParams:
 @dataclass(frozen=True)
 class SplitParams:
     seed: int = 0
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # one-split sources: train/val/test
+    val_share: float = 0.2  # a source with its own test split: share of train prompts -> val
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class BackboneSpec:
 class EmbedParams:
     backbones: tuple[str, ...] = ("minilm",)
     store_dir: str = "cache/embeddings"
+    models_dir: str = "cache/models"  # dequantised GGUF weights, made once
+    commit_rows: int = 2048  # rows per committed shard: what a crash can cost at most
 
 
 # --- fit -----------------------------------------------------------------------------------
@@ -90,8 +95,11 @@ class PropensityParams:
     model: str = "logistic"  # logistic | lightgbm
     folds: int = 5
     clip_min: float = 0.1
-    pca_dim: int | None = None
+    pca_dim: int | None = None  # project embeddings for the nuisance models (LightGBM on wide D)
     covariates: tuple[str, ...] = ()
+    use_logged: bool = True  # a propensity_logged column, where present, is used as given
+    c: float = 1.0  # logistic inverse regularisation (on standardised features)
+    seed: int = 0  # folds and LightGBM
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class NoiseParams:
     rho_pos: float | None = None
     rho_neg: float | None = None
     q: float = 0.97
+    model: str = "logistic"  # classifier of the observed feedback (anchors and imputation)
+    c: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class HeadParams:
     patience: int = 10
     weight_decay: float = 1e-6
     seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
 @dataclass(frozen=True)

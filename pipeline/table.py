@@ -100,9 +100,6 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
         if dtype == pl.Float64 and (got.is_float() or got.is_integer()):
             continue
         raise RmpipeError(f"{where}: column {name} has type {got}, expected {dtype}")
-    df = conform(df).with_columns(
-        [pl.col(n).cast(t, strict=False) for n, t in SCHEMA.items()]
-    )
 
     def first_bad(mask: pl.Series) -> int | None:
         idx = mask.fill_null(False).arg_true()
@@ -113,6 +110,13 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
         if row is not None:
             n = int(mask.fill_null(False).sum())
             raise RmpipeError(f"{where}: row {row}, column {column}: {what} ({n} row(s) in all)")
+
+    for name in ("feedback", "label"):  # before the Int8 cast, which would null out 300
+        if name in df.columns and df.schema[name] != pl.Null:
+            check(~df[name].is_in([0, 1]) & df[name].is_not_null(), name, f"{name} outside {{0, 1}}")
+    df = conform(df).with_columns(
+        [pl.col(n).cast(t, strict=False) for n, t in SCHEMA.items()]
+    )
 
     for name in ("pair_id", "prompt", "response", "group_id", "split"):
         check(df[name].is_null(), name, "missing value")

@@ -1,0 +1,177 @@
+"""The prepare stage's entry point: source -> splits -> simulated (or logged) feedback ->
+``data/prepared/<dataset>/feedback.parquet`` + ``simulation.json`` beside it.
+
+``rmpipe prepare`` and dvc.yaml both call :func:`prepare`. Everything is computed and validated
+in memory first; the two files are then renamed into place together, so an error leaves
+nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Params
+from pipeline.errors import RmpipeError
+from pipeline.table import pair_ids, validate
+from stages.prepare.simulate import Simulator, realised_rates, threshold
+from stages.prepare.sources import Loaded, load_source
+from stages.prepare.splits import assign_splits, check_fractions, straddling
+
+TEST_NOTE = "test rows are clean and fully observed: observed = true, feedback = label"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    table: pl.DataFrame
+    report: dict
+    table_path: Path
+    report_path: Path
+
+
+def report_path(params: Params) -> Path:
+    return params.table_path.with_name("simulation.json")
+
+
+def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dict]:
+    """The feedback table and its report, in memory (nothing is written)."""
+    pp = params.prepare
+    sim = Simulator.from_params(pp.simulate, where)  # bad settings fail before any loading
+    fractions = check_fractions(pp.split.fractions, where)
+    if not 0 < pp.split.val_share < 1:
+        raise RmpipeError(f"{where}: prepare.split.val_share must be in (0, 1), got {pp.split.val_share}")
+    loaded = load_source(pp.source, where, params.fit.propensity.covariates)
+    df, dropped = loaded.frame, dict(loaded.dropped)
+    if df.height == 0:
+        raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")
+
+    source_split = None
+    if "source_split" in df.columns:
+        test_groups = df.filter(pl.col("source_split") == "test")["group_id"].unique()
+        leak = (pl.col("source_split") != "test") & pl.col("group_id").is_in(test_groups.implode())
+        n_leak = int(df.select(leak.sum()).item())
+        if n_leak:
+            dropped["train row whose prompt is also in the source's test split"] = n_leak
+            df = df.filter(~leak)
+        source_split = df["source_split"].to_numpy()
+    if "given_split" in df.columns:
+        split = df["given_split"].to_numpy()
+    else:
+        split = assign_splits(df["group_id"].to_numpy(), source_split, fractions,
+                              pp.split.val_share, pp.split.seed)
+    df = df.with_columns(pl.Series("split", split, dtype=pl.String))
+    if "pair_id" not in df.columns:
+        df = df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
+
+    report = {
+        "dataset": params.dataset, "source": loaded.name, "read_from": loaded.where,
+        "licence": loaded.licence, "rating": loaded.rating_note, "dropped": dropped,
+        "dropped_total": int(sum(dropped.values())),
+        "split": {"seed": pp.split.seed, "fractions": list(fractions), "val_share": pp.split.val_share,
+                  "by": "group_id (prompt)",
+                  "source_test_split": source_split is not None},
+    }
+    if loaded.logged:
+        lab = df["label"].to_numpy() if "label" in df.columns and df["label"].null_count() == 0 else None
+        report["feedback"] = {"simulated": False, "from": "the logs", "realised": realised_rates(
+            df["observed"].to_numpy(), df["feedback"].fill_null(-1).to_numpy(), lab)}
+    elif not pp.simulate.enabled:
+        raise RmpipeError(f"{where}: prepare.simulate.enabled is false but {loaded.name} has no "
+                          "logged observed/feedback columns; enable simulation or map them")
+    else:
+        df, report["feedback"] = _simulate(df, sim, loaded)
+    df = validate(df, where=f"{loaded.name} (prepared)")
+    report["rows"] = _counts(df)
+    report["straddling_groups"] = straddling(df["group_id"].to_list(), df["split"].to_list())
+    return df, report
+
+
+def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.DataFrame, dict]:
+    """METHOD.md's protocol on the train and val rows; test rows stay clean."""
+    rating = df["rating"].to_numpy()
+    if df["rating"].null_count() or np.isnan(rating).any():
+        raise RmpipeError(f"{loaded.where}: column rating: missing or NaN ratings cannot be simulated")
+    is_test = (df["split"] == "test").to_numpy()
+    n = df.height
+    observed, feedback = np.ones(n, dtype=bool), np.zeros(n, dtype=np.int8)
+    propensity, label = np.full(n, np.nan), np.zeros(n, dtype=np.int8)
+    drawn = sim.simulate(rating[~is_test], loaded.scale, levels=rating)
+    observed[~is_test], feedback[~is_test] = drawn.observed, drawn.feedback
+    propensity[~is_test], label[~is_test] = drawn.propensity, drawn.label
+    label[is_test] = (rating[is_test] > threshold(rating)).astype(np.int8)
+    feedback[is_test] = label[is_test]
+    df = df.with_columns(
+        pl.Series("observed", observed),
+        pl.Series("feedback", feedback, dtype=pl.Int8),
+        pl.Series("label", label, dtype=pl.Int8),
+        pl.Series("propensity_true", propensity, dtype=pl.Float64).fill_nan(None),
+    ).with_columns(pl.when(pl.col("observed")).then(pl.col("feedback")).otherwise(None).alias("feedback"))
+    by_split = {}
+    for name in ("train", "val"):
+        m = (df["split"] == name).to_numpy()
+        by_split[name] = realised_rates(observed[m], feedback[m], label[m], propensity[m])
+    info = {
+        "simulated": True,
+        "requested": {"alpha": sim.alpha, "target_rate": sim.target_rate, "rho_pos": sim.rho_pos,
+                      "rho_neg": sim.rho_neg, "shape": sim.shape, "seed": sim.seed},
+        "realised": drawn.realised() | {"over": "train + val rows"},
+        "realised_by_split": by_split,
+        "rating_scale": list(loaded.scale) if loaded.scale else [float(rating.min()), float(rating.max())],
+        "rating_levels": sorted(float(v) for v in np.unique(rating)),
+        "label_threshold": threshold(rating),
+        "test": TEST_NOTE,
+    }
+    return df, info
+
+
+def _counts(df: pl.DataFrame) -> dict:
+    out = {"total": df.height}
+    for name in ("train", "val", "test"):
+        part = df.filter(pl.col("split") == name)
+        out[name] = {"rows": part.height, "groups": part["group_id"].n_unique(),
+                     "observed": int(part["observed"].sum()),
+                     "comparisons": part["comparison_id"].drop_nulls().n_unique()}
+    return out
+
+
+def write(df: pl.DataFrame, report: dict, table: Path, json_path: Path) -> None:
+    """Both files or neither: each goes to a temporary name, and both are renamed at the end."""
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    with atomic_path(table) as t_tmp, atomic_path(json_path) as j_tmp:
+        df.write_parquet(t_tmp)
+        j_tmp.write_text(text)
+
+
+def prepare(params: Params, where: str = "params.yaml") -> Prepared:
+    """Build, validate and write the feedback table of ``params.dataset``."""
+    df, report = build(params, where)
+    write(df, report, params.table_path, report_path(params))
+    return Prepared(df, report, params.table_path, report_path(params))
+
+
+def summary(p: Prepared) -> str:
+    """A few lines for the terminal."""
+    r = p.report
+    rows = r["rows"]
+    lines = [f"prepared {r['dataset']}: {rows['total']} rows from {r['source']} -> {p.table_path}",
+             "  split    rows  groups  observed",
+             *(f"  {s:<6}{rows[s]['rows']:>6}{rows[s]['groups']:>8}{rows[s]['observed']:>10}"
+               for s in ("train", "val", "test"))]
+    if r["dropped"]:
+        lines.append("  dropped: " + "; ".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())))
+    fb = r["feedback"]
+    if fb["simulated"]:
+        q, z = fb["requested"], fb["realised"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"  observation rate {fmt(z['observation_rate'])} (requested {q['target_rate']}, "
+                     f"mean p {fmt(z['mean_propensity'])}); rho_pos {fmt(z['rho_pos'])} (requested "
+                     f"{q['rho_pos']}); rho_neg {fmt(z['rho_neg'])} (requested {q['rho_neg']})")
+    else:
+        lines.append("  feedback from the logs (nothing simulated)")
+    lines.append(f"  licence: {r['licence']}; report: {p.report_path}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""The real human-labelled sets in ``../shared/data`` (read in place, never copied).
+
+Every comparison without a tie gives two rows (preferred rating 1, other 0) sharing a
+``comparison_id``; ``group_id`` is the prompt. One split each, so they go 60/20/20.
+The location is ``$RMPIPE_SHARED_DATA`` or ``../shared/data`` beside the repository.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+from pipeline.errors import RmpipeError
+from stages.prepare.sources import Drops, Loaded, comparison, frame, hh_comparison
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shared_root() -> Path:
+    env = os.environ.get("RMPIPE_SHARED_DATA")
+    return Path(env) if env else (REPO.parent / "shared" / "data")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise RmpipeError(f"{path}: shared data not found (set RMPIPE_SHARED_DATA to the folder "
+                          "that holds hh-rlhf/, pandalm-testset/ and llmbar/)")
+    return path
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(_need(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RmpipeError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+
+
+def hh_harmless(root: Path) -> Loaded:
+    """hh-rlhf harmless-base (test split of the original, 2,312 comparisons)."""
+    path = _need(root / "hh-rlhf" / "harmless-base" / "test.jsonl.gz")
+    drops, rows = Drops(), []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            rec = json.loads(line)
+            rows += hh_comparison(rec["chosen"], rec["rejected"], f"hh-harmless:{i}", drops)
+    return Loaded(frame(rows), "shared:hh-rlhf (harmless-base, test)", "MIT (Anthropic, 2022)",
+                  (0.0, 1.0), "rating 1 = the crowdworker's more harmless reply, 0 = the other",
+                  dict(drops), where=str(path))
+
+
+def majority(votes) -> int | None:
+    """The value at least two of three annotators gave (None: all three differ)."""
+    for v in set(votes):
+        if list(votes).count(v) >= 2:
+            return v
+    return None
+
+
+def pandalm(root: Path) -> Loaded:
+    """PandaLM test set: majority vote of three annotators (1: response1, 2: response2,
+    0: tie). Ties and votes without a majority are dropped and counted."""
+    path = root / "pandalm-testset" / "testset-v1.json"
+    drops, rows = Drops(), []
+    for rec in _read_json(path):
+        prompt = "\n\n".join(t for t in (rec["instruction"], rec.get("input") or "") if t.strip())
+        r1, r2 = rec["response1"], rec["response2"]
+        if not isinstance(r1, str) or not isinstance(r2, str):
+            drops.add("response is not text (JSON true)")
+            continue
+        if not r1.strip() or not r2.strip():
+            drops.add("empty response")
+            continue
+        vote = majority([rec["annotator1"], rec["annotator2"], rec["annotator3"]])
+        if vote is None:
+            drops.add("no majority among the three annotators")
+            continue
+        if vote == 0:
+            drops.add("tie (majority voted 0)")
+            continue
+        better, worse = (r1, r2) if vote == 1 else (r2, r1)
+        rows += comparison(prompt, better, worse, f"pandalm:{rec['idx']}", drops)
+    return Loaded(frame(rows), "shared:pandalm (test set v1, majority of 3 annotators)",
+                  "Apache-2.0 (WeOpenML/PandaLM)", (0.0, 1.0),
+                  "rating 1 = the majority's better response, 0 = the other", dict(drops),
+                  where=str(path))
+
+
+LLMBAR_FILES = ("LLMBar/Natural", "LLMBar/Adversarial/Neighbor", "LLMBar/Adversarial/GPTInst",
+                "LLMBar/Adversarial/GPTOut", "LLMBar/Adversarial/Manual", "Processed/MT-Bench",
+                "Processed/FairEval", "Processed/LLMEval^2")
+
+
+def llmbar(root: Path) -> Loaded:
+    """All eight LLMBar files: ``label`` 1 or 2 marks the better of ``output_1``/``output_2``."""
+    drops, rows = Drops(), []
+    for sub in LLMBAR_FILES:
+        path = root / "llmbar" / sub / "dataset.json"
+        for i, rec in enumerate(_read_json(path)):
+            if rec.get("label") not in (1, 2):
+                drops.add("label not 1 or 2")
+                continue
+            a, b = rec["output_1"], rec["output_2"]
+            better, worse = (a, b) if rec["label"] == 1 else (b, a)
+            rows += comparison(rec["input"], better, worse, f"llmbar:{sub}:{i}", drops)
+    return Loaded(frame(rows), "shared:llmbar (8 files: LLMBar Natural/Adversarial, MT-Bench, "
+                  "FairEval, LLMEval^2)", "MIT (princeton-nlp/LLMBar); MT-Bench judgments "
+                  "CC-BY-4.0; FairEval and LLMEval^2 upstream licences not stated", (0.0, 1.0),
+                  "rating 1 = the labelled better output, 0 = the other", dict(drops),
+                  where=str(root / "llmbar"))
+
+
+SHARED = {"hh-rlhf": hh_harmless, "pandalm": pandalm, "llmbar": llmbar}
+ALIASES = {"hh-rlhf-harmless": "hh-rlhf", "harmless-base": "hh-rlhf", "pandalm-testset": "pandalm"}
+
+
+def load_shared(name: str | None, where: str = "params") -> Loaded:
+    key = ALIASES.get(name or "", name)
+    if key not in SHARED:
+        raise RmpipeError(f"{where}: prepare.source.name: unknown shared set {name!r} "
+                          f"(expected one of {', '.join(SHARED)})")
+    return SHARED[key](shared_root())

@@ -1,0 +1,106 @@
+"""The simulator against METHOD.md's protocol: realised rates within 4 binomial standard errors
+on >= 100k rows, the re-scaling when the cap at 1 binds, thresholds, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import RmpipeError
+from stages.prepare.simulate import SHAPES, Simulator, rescale, scale_to_mean, threshold
+
+N = 120_000
+
+
+def within_4se(realised: float, p: float, n: int) -> bool:
+    return abs(realised - p) <= 4 * np.sqrt(p * (1 - p) / n)
+
+
+def check_rates(sim: Simulator, rating: np.ndarray, scale) -> None:
+    d = sim.simulate(rating, scale)
+    r = d.realised()
+    assert np.isclose(d.propensity.mean(), sim.target_rate, rtol=0, atol=1e-9)
+    assert within_4se(r["observation_rate"], d.propensity.mean(), rating.size)
+    # conditional on the draw of o, the flips are Binomial(n_observed_pos, rho_pos)
+    assert within_4se(r["rho_pos"], sim.rho_pos, r["observed_positive"])
+    assert within_4se(r["rho_neg"], sim.rho_neg, r["observed_negative"])
+    assert (d.feedback[~d.observed] == -1).all()  # flips only on observed rows
+    assert ((d.feedback != d.label) & d.observed).sum() > 0
+
+
+@pytest.mark.parametrize("rho_pos,rho_neg", [(0.1, 0.2), (0.2, 0.1)])
+def test_realised_rates_match_requested_on_many_rows(rho_pos, rho_neg):
+    rating = np.random.default_rng(5).integers(0, 5, N).astype(float)
+    check_rates(Simulator(alpha=0.5, rho_pos=rho_pos, rho_neg=rho_neg, seed=3), rating, (0.0, 4.0))
+
+
+def test_cap_binds_at_small_alpha_and_is_rescaled_until_the_mean_holds():
+    # 10% top-rated rows: at alpha = 0.005 nearly all raw mass sits on them, so scaling to a
+    # 0.2 mean pushes them past 1; the reference capped once and fell short.
+    rng = np.random.default_rng(11)
+    rating = np.where(rng.random(N) < 0.1, 4.0, rng.integers(0, 4, N)).astype(float)
+    sim = Simulator(alpha=0.005, target_rate=0.2, seed=1)
+    raw = sim.alpha ** (5 - rescale(rating, (0, 4)))
+    capped_once = np.minimum(raw * 0.2 / raw.mean(), 1.0)
+    assert capped_once.mean() < 0.15
+    p = sim.propensity(rating, (0, 4))
+    assert p.max() == 1.0 and (p[rating == 4] == 1.0).all() and (p <= 1).all()
+    # the uncapped rows keep the protocol's shape: ratios alpha^(s1 - s2)
+    assert np.allclose(p[rating == 2][0] / p[rating == 3][0], sim.alpha)
+    check_rates(sim, rating, (0.0, 4.0))
+
+
+def test_scale_to_mean_cascades_and_handles_target_one():
+    raw = np.array([1.0, 0.9, 0.5, 0.01, 0.01])
+    p = scale_to_mean(raw, 0.6)
+    assert np.isclose(p.mean(), 0.6) and p.max() == 1.0 and (p <= 1).all()
+    assert np.allclose(scale_to_mean(raw, 1.0), 1.0)
+
+
+def test_same_seed_same_draw_other_seed_other_draw():
+    rating = np.random.default_rng(0).integers(0, 5, 20_000).astype(float)
+    a, b = Simulator(seed=7).simulate(rating), Simulator(seed=7).simulate(rating)
+    c = Simulator(seed=8).simulate(rating)
+    assert (a.observed == b.observed).all() and (a.feedback == b.feedback).all()
+    assert (a.observed != c.observed).any()
+
+
+@pytest.mark.parametrize("levels,expected", [
+    (np.arange(5.0), 2.0),  # HelpSteer helpfulness 0-4
+    # 21 distinct scores, repeated: the median of the *distinct* values, not of the rows
+    (np.repeat([1, 2, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7, 7.5, 8, 8.25, 8.5, 8.75, 9, 9.25, 9.5, 9.8, 10], [50] + [1] * 20), 7.0),
+    (np.arange(4.0), 1.5),  # PKU severity 0-3
+    (np.array([0.0, 1.0, 1.0, 0.0]), 0.5),  # binary preference
+])
+def test_label_threshold_is_the_median_of_distinct_levels(levels, expected):
+    assert threshold(levels) == expected
+
+
+def test_monotone_is_the_papers_formula_and_extremes_peaks_at_both_ends():
+    s = np.arange(5.0)
+    mono = Simulator(alpha=0.5, target_rate=0.2).propensity(s, (0, 4))
+    raw = 0.5 ** (5 - rescale(s, (0, 4)))
+    assert np.allclose(mono, raw * 0.2 / raw.mean())
+    ext = Simulator(alpha=0.5, shape="extremes").propensity(s, (0, 4))
+    assert ext[0] == ext[4] == ext.max() and ext[2] == ext.min()
+    assert set(SHAPES) >= {"monotone", "extremes"}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"alpha": 0.0}, r"prepare\.simulate\.alpha must be in \(0, 1\], got 0"),
+    ({"alpha": 1.5}, r"alpha must be in \(0, 1\]"),
+    ({"target_rate": 0.0}, r"target_rate must be in \(0, 1\]"),
+    ({"target_rate": 1.01}, r"target_rate must be in \(0, 1\]"),
+    ({"rho_pos": 0.6, "rho_neg": 0.4}, r"rho_pos \+ rho_neg must be < 1"),
+    ({"rho_neg": -0.1}, r"rho_neg must be in \[0, 1\)"),
+    ({"shape": "u"}, r"shape must be one of monotone, extremes"),
+    ({"alpha": float("nan")}, r"alpha must be a finite number"),
+])
+def test_simulator_refuses_bad_settings(kwargs, message):
+    with pytest.raises(RmpipeError, match=message):
+        Simulator(**kwargs, where="params.yaml")
+
+
+def test_a_single_level_cannot_be_simulated():
+    with pytest.raises(RmpipeError, match="single level"):
+        Simulator().simulate(np.ones(10))
