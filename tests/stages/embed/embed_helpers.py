@@ -1,0 +1,76 @@
+"""Builders for stage one's tests (imported by conftest and tests; no fixtures here)."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.table import canonical_prompt, make_pair_id, write_table
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] "
+                 "{% endfor %}")
+WORDS = ("reward model feedback user response prompt helpful harmless answer question the a of "
+         "to and is in that it for on with as was be by this are or not").split()
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Short and long pairs, some multi-turn, some with an over-long response."""
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        if i % 7 == 3:
+            prompt = canonical_prompt([{"role": "user", "content": words(rng, 20)},
+                                       {"role": "assistant", "content": words(rng, 15)},
+                                       {"role": "user", "content": f"q{i} " + words(rng, 10)}])
+        else:
+            prompt = f"q{i} " + words(rng, rng.choice([1, 5, 30, 120, 400]))
+        response = words(rng, rng.choice([1, 10, 60, 300 if i % 11 == 5 else 20]))
+        pairs.append((prompt, response))
+    return pairs
+
+
+def write_feedback(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    """A valid feedback table; every third pair logged twice (pair_id is not unique per row)."""
+    rows = pairs + pairs[::3]
+    df = pl.DataFrame({
+        "pair_id": [make_pair_id(p, r) for p, r in rows],
+        "prompt": [p for p, _ in rows],
+        "response": [r for _, r in rows],
+        "group_id": [f"g{i % 17}" for i in range(len(rows))],
+        "split": ["train"] * len(rows),
+        "observed": [i % 2 == 0 for i in range(len(rows))],
+        "feedback": [1 if i % 2 == 0 else None for i in range(len(rows))],
+    }, schema_overrides={"feedback": pl.Int8})
+    return write_table(df, path)
+
+
+def write_params(root: Path, model: Path | str, *, pooling: str = "last", chat: bool = True,
+                 max_tokens: int = 128, commit_rows: int = 16, batch_tokens: int = 2048) -> Path:
+    path = root / "params.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        dataset: t
+        data_dir: {root / 'data'}
+        embed:
+          backbones: [tiny]
+          store_dir: {root / 'cache' / 'embeddings'}
+          models_dir: {root / 'cache' / 'models'}
+          commit_rows: {commit_rows}
+        backbones:
+          tiny:
+            model: {model}
+            pooling: {pooling}
+            max_tokens: {max_tokens}
+            chat_template: {str(chat).lower()}
+            dtype: float32
+            backend: hf
+            batch_tokens: {batch_tokens}
+            device: cpu
+        """))
+    return path
