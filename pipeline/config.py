@@ -98,7 +98,7 @@ class PropensityParams:
     pca_dim: int | None = None  # project embeddings for the nuisance models (LightGBM on wide D)
     covariates: tuple[str, ...] = ()
     use_logged: bool = True  # a propensity_logged column, where present, is used as given
-    c: float = 1.0  # logistic inverse regularisation (on standardised features)
+    c: float | None = 1.0  # logistic inverse regularisation (standardised features); None: by CV log loss
     seed: int = 0  # folds and LightGBM
 
 
@@ -110,7 +110,7 @@ class NoiseParams:
     rho_neg: float | None = None
     q: float = 0.97
     model: str = "logistic"  # classifier of the observed feedback (anchors and imputation)
-    c: float = 1.0
+    c: float | None = None  # logistic inverse regularisation; None: by cross-validated log loss
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""The evaluation's PNGs: method comparison, propensity calibration, reward distributions of
+observed vs unobserved rows (where shapes matter, a table is not enough)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_path
+
+COMPARED = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def method_comparison(reports: dict[str, dict], path: Path, title: str = "") -> Path:
+    """One panel per metric, one bar per method."""
+    plt = _pyplot()
+    metrics = [m for m in COMPARED if any(r["metrics"].get(m) is not None for r in reports.values())]
+    names = list(reports)
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(2.6 * max(len(metrics), 1), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        values = [reports[n]["metrics"].get(metric) for n in names]
+        ax.bar(range(len(names)), [v if v is not None else 0 for v in values], color="C0")
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle(title or "methods on the clean test split", fontsize=10)
+    return _save(fig, path)
+
+
+def propensity_calibration(bins: list[dict], path: Path, truth: list[dict] | None = None, title: str = "") -> Path:
+    """Mean predicted ``p̂`` per bin against the observed rate (out-of-fold, from the card) and,
+    in simulation, against the true propensity."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    hi = max([b["p_mean"] for b in bins] + [b["observed_rate"] for b in bins] + [0.05])
+    ax.plot([0, hi], [0, hi], color="grey", lw=0.8, ls="--", label="perfect")
+    ax.plot([b["p_mean"] for b in bins], [b["observed_rate"] for b in bins], "o-", label="observed rate (out-of-fold)")
+    if truth:
+        ax.plot([b["p_mean"] for b in truth], [b["true_mean"] for b in truth], "s-", label="true propensity")
+    ax.set_xlabel("predicted propensity p̂")
+    ax.set_ylabel("rate")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "propensity calibration", fontsize=10)
+    return _save(fig, path)
+
+
+def reward_distributions(rewards: dict[str, np.ndarray], observed: np.ndarray, path: Path, title: str = "") -> Path:
+    """Histograms of ``σ(f)`` on training rows, observed vs unobserved, one panel per method."""
+    plt = _pyplot()
+    names = list(rewards)
+    cols = min(3, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    bins = np.linspace(0, 1, 31)
+    for ax, name in zip(axes.ravel(), names):
+        r = rewards[name]
+        ax.hist(r[observed], bins=bins, alpha=0.6, density=True, label="observed")
+        ax.hist(r[~observed], bins=bins, alpha=0.6, density=True, label="unobserved")
+        ax.set_title(name, fontsize=9)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title or "reward distributions on training rows", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

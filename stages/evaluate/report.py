@@ -1,0 +1,102 @@
+"""The report a person reads without DVC: every backbone's method table side by side, the
+nuisance diagnostics beside them, and one PNG (``reports/<dataset>.md`` + ``reports/<dataset>.png``,
+beside the folder of per-backbone results they are built from).
+
+Built only from what ``evaluate`` wrote (``reports/<dataset>/<backbone>/<method>.json``), so it
+costs nothing and re-runs whenever any of those change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Params
+from pipeline.errors import RmpipeError
+
+COLUMNS = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
+
+
+def collect(params: Params) -> dict[str, dict[str, dict]]:
+    """``{backbone: {method: report}}`` for the backbones and methods params name."""
+    root = Path(params.evaluate.reports_dir) / params.dataset
+    found: dict[str, dict[str, dict]] = {}
+    for backbone in params.embed.backbones:
+        for method in params.fit.methods:
+            path = root / backbone / f"{method}.json"
+            if path.exists():
+                found.setdefault(backbone, {})[method] = json.loads(path.read_text())
+    if not found:
+        raise RmpipeError(f"{root}: no evaluation reports (run `rmpipe evaluate` first)")
+    return found
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
+    lines = [f"# rmpipe report: {params.dataset}", "",
+             "Metrics of each head's reward on the clean, fully observed test split "
+             "(R² / MAE / RMSE against clean labels; pairwise accuracy over comparisons; "
+             "Spearman against ratings). Heads were trained and early-stopped without clean labels.", ""]
+    for backbone, by_method in reports.items():
+        cols = [c for c in COLUMNS if any(r["metrics"].get(c) is not None for r in by_method.values())]
+        lines += [f"## {backbone}", "", "| method | " + " | ".join(cols) + " | guard | best epoch |",
+                  "|---|" + "---:|" * len(cols) + "---|---:|"]
+        for method, r in by_method.items():
+            fit = r.get("fit", {})
+            guard = fit.get("guard", "–") + (" (runaway)" if fit.get("runaway") else "")
+            lines.append(f"| {method} | " + " | ".join(_cell(r["metrics"].get(c)) for c in cols)
+                         + f" | {guard} | {fit.get('best_epoch', '–')} |")
+        noise = next((r["noise_rates"] for r in by_method.values() if r.get("noise_rates")), None)
+        if noise:
+            est, real = noise["estimated"], noise.get("realised") or {}
+            lines += ["", f"Noise rates used ({est.get('source')}): rho_pos {_cell(est.get('rho_pos'))}, "
+                          f"rho_neg {_cell(est.get('rho_neg'))}; realised in the training rows: "
+                          f"rho_pos {_cell(real.get('rho_pos'))}, rho_neg {_cell(real.get('rho_neg'))}."]
+        prop = next((r["propensity_vs_true"] for r in by_method.values() if r.get("propensity_vs_true")), None)
+        if prop:
+            lines += ["", f"Propensity vs the simulation's truth: MAE {_cell(prop.get('mae_vs_true'))}, "
+                          f"Pearson {_cell(prop.get('pearson_vs_true'))}."]
+        lines += ["", f"Plots: `{params.dataset}/plots/{backbone}/`.", ""]
+    lines += [f"![R² and MAE by method and backbone]({params.dataset}.png)", ""]
+    return "\n".join(lines)
+
+
+def figure(reports: dict[str, dict[str, dict]], path: Path) -> Path:
+    """R² and MAE per method, one bar group per backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(dict.fromkeys(m for by in reports.values() for m in by))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    width = 0.8 / max(len(reports), 1)
+    for ax, metric in zip(axes, ("r2", "mae")):
+        for k, (backbone, by_method) in enumerate(reports.items()):
+            values = [by_method.get(m, {}).get("metrics", {}).get(metric) for m in methods]
+            ax.bar(np.arange(len(methods)) + k * width, [np.nan if v is None else v for v in values],
+                   width, label=backbone)
+        ax.set_xticks(np.arange(len(methods)) + width * (len(reports) - 1) / 2, methods, rotation=30, ha="right")
+        ax.set_title(f"{metric.upper()} on the clean test split")
+        ax.axhline(0, color="k", lw=0.5)
+    axes[0].legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def report(params: Params) -> Path:
+    """Write ``reports/<dataset>.md`` and ``reports/<dataset>.png``; return the markdown's path."""
+    reports = collect(params)
+    root = Path(params.evaluate.reports_dir)
+    figure(reports, root / f"{params.dataset}.png")
+    target = root / f"{params.dataset}.md"
+    with atomic_path(target) as tmp:
+        tmp.write_text(markdown(params, reports))
+    return target

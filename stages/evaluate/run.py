@@ -1,0 +1,169 @@
+"""The evaluate stage's entry point: heads + clean labels -> reports and plots.
+
+The only stage that reads ``label`` (and ``propensity_true``). For each fitted head of
+``<backbone>/<dataset>``: metrics on the clean test split, pairwise accuracy and Spearman where
+the table allows, the fit's noise-rate estimates beside the realised flip rates, and the
+propensity against the truth in simulation. Writes ``reports/<dataset>/<backbone>/<method>.json``
+(DVC metrics: that folder holds JSON only) and ``reports/<dataset>/plots/<backbone>/*.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from pipeline.atomic import write_json
+from pipeline.config import Params
+from pipeline.errors import RmpipeError
+from pipeline.store import EmbeddingStore
+from pipeline.table import read_table
+from stages.evaluate import metrics as M
+from stages.evaluate import plots
+
+HEADLINE = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
+
+
+def reports_dir(params: Params, backbone: str) -> Path:
+    return Path(params.evaluate.reports_dir) / params.dataset / backbone
+
+
+def plots_dir(params: Params, backbone: str) -> Path:
+    return Path(params.evaluate.reports_dir) / params.dataset / "plots" / backbone
+
+
+def find_heads(params: Params, backbone: str, methods: Sequence[str] | None) -> dict:
+    """Loaded heads of the requested methods (all of fit.methods that exist when none named)."""
+    from stages.fit.artifacts import head_dir, load_head
+
+    root = Path(params.fit.heads_dir)
+    heads = {}
+    for name in methods or params.fit.methods:
+        folder = head_dir(root, backbone, params.dataset, name)
+        if (folder / "card.json").exists():
+            heads[name] = load_head(folder)
+        elif methods:
+            raise RmpipeError(f"{folder}: no head for method {name} (run `rmpipe fit --backbone {backbone} "
+                              f"--method {name}`)")
+    if not heads:
+        raise RmpipeError(f"{root / backbone / params.dataset}: no fitted heads (run `rmpipe fit "
+                          f"--backbone {backbone} --all`)")
+    return heads
+
+
+def split_metrics(df: pl.DataFrame, reward: np.ndarray) -> dict:
+    """Every metric the rows of ``df`` (one split) support, for rewards ``reward``."""
+    lab = df["label"].to_numpy()
+    has = ~df["label"].is_null().to_numpy()
+    out = M.label_metrics(lab[has].astype(float), reward[has])
+    rating = df["rating"].to_numpy()
+    rated = ~df["rating"].is_null().to_numpy()
+    if rated.sum() >= 3:
+        out["spearman"] = M.spearman(rating[rated], reward[rated])
+    if df["comparison_id"].null_count() < df.height:
+        target = np.where(rated, rating, np.where(has, lab.astype(float) if has.any() else 0.0, np.nan))
+        out.update(M.pairwise_accuracy(df["comparison_id"].to_list(), target, reward))
+    return out
+
+
+def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> tuple[list[dict], dict] | None:
+    """Reload the head's propensity model (no pickle) and compare it with ``propensity_true``."""
+    from stages.fit.artifacts import load_nuisance
+
+    if df["propensity_true"].null_count() == df.height:
+        return None
+    features, propensity, _ = load_nuisance(head.folder, head.card)
+    if propensity is None:
+        return None
+    columns = {c: df[c].to_numpy() for c in (features.covariates if features else ())}
+    Z = features.transform(X, columns) if features else X
+    p_hat = propensity.predict(Z)
+    true = df["propensity_true"].fill_null(np.nan).to_numpy()
+    ok = ~np.isnan(true)
+    order = np.argsort(p_hat[ok], kind="stable")
+    table = [{"p_mean": float(p_hat[ok][i].mean()), "true_mean": float(true[ok][i].mean()), "rows": int(len(i))}
+             for i in np.array_split(order, bins) if len(i)]
+    stats = {"mae_vs_true": float(np.mean(np.abs(p_hat[ok] - true[ok]))),
+             "pearson_vs_true": float(np.corrcoef(p_hat[ok], true[ok])[0, 1]) if np.std(true[ok]) > 0 else None,
+             "note": "mean of the fold models on training rows (in-sample for 1 - 1/K of them)"}
+    return table, stats
+
+
+def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
+             dataset: str | None = None, log=None) -> dict[str, dict]:
+    """Evaluate every fitted head of ``backbone`` on ``params.dataset``; return ``{method: report}``."""
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if dataset:
+        params = dataclasses.replace(params, dataset=dataset)
+    heads = find_heads(params, backbone, methods)
+    df = read_table(params.table_path)
+    test = df.filter(pl.col("split") == "test")
+    train = df.filter(pl.col("split") == "train")
+    if test.height == 0 or test["label"].null_count() == test.height:
+        raise RmpipeError(f"{params.table_path}: no test rows with clean labels to evaluate against")
+    store = EmbeddingStore(Path(params.embed.store_dir) / backbone)
+    for head in heads.values():
+        if head.spec_hash != store.spec_hash or head.dim != store.dim:
+            raise RmpipeError(f"head {head.folder} was trained on embedding spec {head.spec_hash} "
+                              f"(dim {head.dim}); the store {store.root} holds {store.spec_hash} "
+                              f"(dim {store.dim}): refit it")
+    X_test = store.read(test["pair_id"].to_list())
+    X_train = store.read(train["pair_id"].to_list())
+    observed = train["observed"].to_numpy()
+    truth_noise = M.realised_noise(train["label"].fill_null(np.nan).to_numpy(),
+                                   train["feedback"].fill_null(0).to_numpy(), observed) \
+        if train["label"].null_count() < train.height else None
+    out_dir = reports_dir(params, backbone)
+    reports, train_rewards = {}, {}
+    for name, head in heads.items():
+        reward = head.rewards(X_test)
+        train_rewards[name] = head.rewards(X_train)
+        card = head.card
+        report = {
+            "dataset": params.dataset, "backbone": backbone, "method": name, "head": str(head.folder),
+            "metrics": split_metrics(test, reward),
+            "fit": {"val_guarded_risk": card["metrics"]["val_guarded_risk"], "guard": card["guard"]["mode"],
+                    "runaway": card["runaway"]["detected"], "best_epoch": card["training"]["best_epoch"]},
+            "reward_mean": {"train_observed": float(train_rewards[name][observed].mean()) if observed.any() else None,
+                            "train_unobserved": float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
+        }
+        if "noise" in card["diagnostics"] and card["uses"]["noise_rates"]:
+            est = card["diagnostics"]["noise"]
+            report["noise_rates"] = {"estimated": {k: est[k] for k in ("rho_pos", "rho_neg", "source")},
+                                     "realised": truth_noise}
+        reports[name] = report
+        write_json(out_dir / f"{name}.json", report)
+    _plots(params, backbone, heads, reports, train_rewards, observed, X_train, train, out_dir,
+           plots_dir(params, backbone))
+    log(format_table(reports))
+    return reports
+
+
+def _plots(params, backbone, heads, reports, train_rewards, observed, X_train, train, out_dir, fig_dir) -> None:
+    title = f"{params.dataset} / {backbone}"
+    plots.method_comparison(reports, fig_dir / "methods.png", title)
+    plots.reward_distributions(train_rewards, observed, fig_dir / "reward_distributions.png", title)
+    with_p = [h for h in heads.values() if "propensity" in h.card["diagnostics"]]
+    if with_p:
+        head = with_p[0]
+        truth = propensity_truth(head, X_train, train)
+        if truth is not None:
+            for r in reports.values():
+                r["propensity_vs_true"] = truth[1]
+                write_json(out_dir / f"{r['method']}.json", r)
+        plots.propensity_calibration(head.card["diagnostics"]["propensity"]["calibration"],
+                                     fig_dir / "propensity_calibration.png",
+                                     truth[0] if truth else None, title)
+
+
+def format_table(reports: dict[str, dict]) -> str:
+    cols = [c for c in HEADLINE if any(r["metrics"].get(c) is not None for r in reports.values())]
+    lines = [f"{'method':12s} " + " ".join(f"{c:>9s}" for c in cols)]
+    for name, r in reports.items():
+        cells = [r["metrics"].get(c) for c in cols]
+        lines.append(f"{name:12s} " + " ".join(f"{v:9.4f}" if v is not None else f"{'-':>9s}" for v in cells))
+    return "\n".join(lines)

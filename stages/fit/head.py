@@ -1,0 +1,55 @@
+"""The reward head: a small MLP on the frozen embedding, ``D → 256 → 64 → 1`` with LeakyReLU by
+default (METHOD.md, "The head"; the reference's architecture). Its output is a logit ``f(e)``;
+the reward is ``σ(f)``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from pipeline.errors import RmpipeError
+
+ACTIVATIONS = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class RewardHead(nn.Module):
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 64),
+                 activation: str = "leaky_relu", dropout: float = 0.0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise RmpipeError(f"fit.head.activation must be one of {', '.join(ACTIVATIONS)}, "
+                              f"got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise RmpipeError(f"fit.head.dropout must be in [0, 1), got {dropout!r}")
+        if in_dim < 1 or any(h < 1 for h in hidden):
+            raise RmpipeError(f"fit.head: layer sizes must be positive, got {in_dim} -> {list(hidden)}")
+        self.config = {"in_dim": int(in_dim), "hidden": [int(h) for h in hidden],
+                       "activation": activation, "dropout": float(dropout)}
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    @torch.no_grad()
+    def logits(self, X, batch_size: int = 8192) -> "torch.Tensor":
+        """Logits for a float32 array or tensor, in batches, in eval mode."""
+        X = torch.as_tensor(X)
+        if X.ndim != 2 or X.shape[1] != self.config["in_dim"]:
+            raise RmpipeError(f"embeddings have shape {tuple(X.shape)}, the head expects dimension "
+                              f"{self.config['in_dim']}")
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]) \
+            if len(X) else torch.empty(0)
+        self.train(was_training)
+        return out

@@ -1,0 +1,157 @@
+"""The fit stage's entry point: prepared table + embedding store -> one head folder per method.
+
+``rmpipe fit`` and dvc.yaml both call :func:`fit`. The table is read through
+:func:`pipeline.table.training_view` (no clean labels, no true propensities), the embeddings of
+its train and val rows are loaded once, the nuisance models are fitted once, and each method's
+head is trained and written to ``cache/heads/<backbone>/<dataset>/<method>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+
+from pipeline.config import Params
+from pipeline.errors import RmpipeError
+from pipeline.store import EmbeddingStore
+from pipeline.table import read_table, training_view
+
+
+def store_root(params: Params, backbone: str) -> Path:
+    return Path(params.embed.store_dir) / backbone
+
+
+def dataset_licence(params: Params) -> str | None:
+    """The licence the prepare stage recorded beside the table (``simulation.json``), if any."""
+    folder = params.table_path.parent
+    for name in ("simulation.json", "metadata.json"):
+        path = folder / name
+        if path.exists():
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            for key in ("licence", "license"):
+                if isinstance(meta, dict) and meta.get(key):
+                    return str(meta[key])
+    return None
+
+
+def load_inputs(params: Params, backbone: str):
+    """``(FitInputs, store)`` for the train and val rows of the prepared table."""
+    import polars as pl
+
+    from stages.fit.core import FitInputs
+
+    path = params.table_path
+    df = training_view(read_table(path))
+    df = df.filter(pl.col("split").is_in(["train", "val"]))
+    if df.height == 0:
+        raise RmpipeError(f"{path}: no train or val rows")
+    store = EmbeddingStore(store_root(params, backbone))
+    ids = df["pair_id"].to_list()
+    X = store.read(ids)
+    columns = {c: df[c].to_numpy() for c in params.fit.propensity.covariates if c in df.columns}
+    logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),
+                     feedback=df["feedback"].fill_null(0).to_numpy(), columns=columns,
+                     propensity_logged=logged, ids=ids, where=str(path))
+    return data, store
+
+
+def _jsonable_params(params: Params) -> dict:
+    return {"dataset": params.dataset, "fit": dataclasses.asdict(params.fit)}
+
+
+def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data, nuisance, result) -> dict:
+    return {
+        "backbone": backbone,
+        "embedding": {"spec_hash": store.spec_hash, "dim": store.dim, "store": str(store.root)},
+        "dataset": params.dataset,
+        "licence": dataset_licence(params),
+        "method": method.name,
+        "method_doc": " ".join((type(method).__doc__ or "").split()),
+        "uses": {"propensity": method.needs_propensity, "noise_rates": method.needs_rates,
+                 "imputation": method.needs_imputation},
+        "imputation_target": (params.fit.imputation.target if method.needs_rates else "noisy")
+        if method.needs_imputation else None,
+        "params": _jsonable_params(params),
+        "rows": {"train": int(data.train.sum()), "val": int(data.val.sum()),
+                 "train_observed": int((data.train & data.observed).sum()),
+                 "val_observed": int((data.val & data.observed).sum())},
+        "diagnostics": nuisance.diagnostics,  # shared by every method of the run
+        "guard": result.guard,
+        "runaway": result.runaway,
+        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                     "stopped": result.stopped, "seconds_per_epoch": result.seconds_per_epoch,
+                     "curve": result.curve},
+        "metrics": {"val_guarded_risk": result.best_val_risk,
+                    "val_plain_risk": result.curve[result.best_epoch - 1]["val_plain_risk"]},
+    }
+
+
+def summary_line(name: str, result) -> str:
+    run = result.runaway
+    flag = f", RUNAWAY from epoch {run['first_epoch']}" if run["detected"] else ""
+    return (f"  {name:12s} val risk {result.best_val_risk:.4f} at epoch {result.best_epoch}/"
+            f"{result.epochs_run} ({result.stopped}), guard {result.guard['mode']} "
+            f"fired {result.guard['fired_share']:.0%}{flag}")
+
+
+def nuisance_lines(diag: dict) -> list[str]:
+    lines = []
+    if "propensity" in diag:
+        p = diag["propensity"]
+        auc = f"{p['auc']:.3f}" if p["auc"] is not None else "n/a"
+        lines.append(f"  propensity ({p['source']}): AUC {auc}, Brier {p['brier']:.4f}, ECE {p['ece']:.4f}, "
+                     f"clipped {p['share_clipped']:.1%}, ESS {p['ess']:.0f} "
+                     f"({p['ess_share_of_observed']:.0%} of observed)")
+    if "noise" in diag:
+        n = diag["noise"]
+        lines.append(f"  noise rates ({n['source']}): rho_pos {n['rho_pos']:.3f}, rho_neg {n['rho_neg']:.3f}, "
+                     f"d {n['d']:.3f}")
+    return lines
+
+
+def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
+        dataset: str | None = None, progress: bool = True, log=None) -> dict[str, Path]:
+    """Fit one head per method on ``backbone``'s embeddings of ``params.dataset``'s table; return
+    ``{method: head folder}``. The nuisance models are fitted once and shared by the methods."""
+    import torch
+
+    from stages.fit.artifacts import head_dir, save_head
+    from stages.fit.core import fit_method, fit_nuisance
+    from stages.fit.methods import get_method
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if dataset:
+        params = dataclasses.replace(params, dataset=dataset)
+    chosen = [get_method(m) for m in (methods or params.fit.methods)]
+    if not chosen:
+        raise RmpipeError("no methods to fit (fit.methods is empty)")
+    if params.fit.head.threads:
+        torch.set_num_threads(params.fit.head.threads)
+    data, store = load_inputs(params, backbone)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nuisance = fit_nuisance(data, params.fit, chosen)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            log(f"rmpipe: warning: {w.message}")
+    log(f"fit {backbone} on {params.dataset}: {int(data.train.sum())} train rows "
+        f"({int((data.train & data.observed).sum())} observed), {int(data.val.sum())} val rows, dim {store.dim}")
+    for line in nuisance_lines(nuisance.diagnostics):
+        log(line)
+    out = {}
+    for method in chosen:
+        model, result = fit_method(data, nuisance, method, params.fit, progress=progress)
+        card = make_card(params, backbone, store, method, data, nuisance, result)
+        folder = head_dir(params.fit.heads_dir, backbone, params.dataset, method.name)
+        out[method.name] = save_head(folder, model, card, nuisance)
+        log(summary_line(method.name, result))
+    return out

@@ -1,0 +1,103 @@
+"""Scoring new pairs with a head: ``rmpipe score --head DIR --data FILE [--out FILE]``.
+
+The head's card names the backbone and the hash of the embedding function it was trained on; a
+store built by another function is refused by name (scores on other embeddings mean nothing).
+Pairs the store lacks are embedded first through stage one's entry point, so scoring the same
+file twice costs one forward pass per pair, ever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Params
+from pipeline.errors import RmpipeError
+from pipeline.store import MANIFEST, EmbeddingStore
+from pipeline.table import canonical_prompt, make_pair_id
+
+READERS = {".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson, ".csv": pl.read_csv}
+
+
+def read_pairs(path: Path) -> pl.DataFrame:
+    """A file of pairs (``prompt``, ``response``; other columns kept) with their ``pair_id``."""
+    path = Path(path)
+    suffix = ".jsonl" if path.name.endswith(".jsonl.gz") else path.suffix
+    if suffix not in READERS:
+        raise RmpipeError(f"{path}: unknown file type (expected {', '.join(READERS)})")
+    if not path.exists():
+        raise RmpipeError(f"{path}: no such file")
+    try:
+        df = READERS[suffix](path)
+    except Exception as exc:  # polars raises many types for a damaged file
+        raise RmpipeError(f"{path}: not readable as {suffix[1:]} ({type(exc).__name__})") from None
+    missing = [c for c in ("prompt", "response") if c not in df.columns]
+    if missing:
+        raise RmpipeError(f"{path}: missing column(s) {', '.join(missing)}")
+    if df.height == 0:
+        raise RmpipeError(f"{path}: no rows to score")
+    prompts = [canonical_prompt(p if isinstance(p, str) else list(p)) for p in df["prompt"].to_list()]
+    responses = df["response"].cast(pl.String).to_list()
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        if p is None or r is None:
+            raise RmpipeError(f"{path}: row {i}: missing prompt or response")
+    ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
+    return df.with_columns(pl.Series("prompt", prompts), pl.Series("pair_id", ids))
+
+
+def check_store(head, store: EmbeddingStore) -> None:
+    """Refuse a store whose backbone or embedding function differs from the head's."""
+    if store.backbone != head.backbone or store.spec_hash != head.spec_hash:
+        raise RmpipeError(
+            f"head {head.folder} was trained on backbone {head.backbone!r} (embedding spec "
+            f"{head.spec_hash}), but the store {store.root} holds backbone {store.backbone!r} "
+            f"(spec {store.spec_hash}); score with a head trained on this store, or re-embed")
+    if store.dim != head.dim:
+        raise RmpipeError(f"dimension mismatch: head {head.folder} expects {head.dim}, "
+                          f"store {store.root} has {store.dim}")
+
+
+def write_rewards(df: pl.DataFrame, out: Path) -> Path:
+    suffix = out.suffix
+    with atomic_path(out) as tmp:
+        if suffix == ".parquet":
+            df.write_parquet(tmp)
+        elif suffix == ".csv":
+            df.write_csv(tmp)
+        elif suffix == ".jsonl":
+            df.write_ndjson(tmp)
+        else:
+            raise RmpipeError(f"{out}: unknown output type (expected .parquet, .csv or .jsonl)")
+    return out
+
+
+def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
+          progress: bool = True) -> tuple[Path, int]:
+    """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
+    from stages.fit.artifacts import load_head
+
+    head = load_head(head_dir)
+    data = Path(data)
+    df = read_pairs(data)
+    root = Path(params.embed.store_dir) / head.backbone
+    if (root / MANIFEST).exists():
+        check_store(head, EmbeddingStore(root))  # refuse before any expensive embedding
+    have = EmbeddingStore(root).pair_ids() if (root / MANIFEST).exists() else set()
+    missing = [pid for pid in dict.fromkeys(df["pair_id"].to_list()) if pid not in have]
+    if missing:
+        from stages.embed.run import embed
+
+        todo = df.filter(pl.col("pair_id").is_in(missing)).select("pair_id", "prompt", "response")
+        embed(params, head.backbone, table=todo, progress=progress)
+    store = EmbeddingStore(root)
+    check_store(head, store)
+    X = store.read(df["pair_id"].to_list())
+    logits = head.logits(X)
+    rewards = 1.0 / (1.0 + np.exp(-logits))
+    result = df.with_columns(pl.Series("logit", logits.astype(np.float64)),
+                             pl.Series("reward", rewards.astype(np.float64)))
+    out = Path(out) if out else data.with_name(data.name.split(".")[0] + ".rewards.parquet")
+    return write_rewards(result, out), df.height
