@@ -75,15 +75,18 @@ def main() -> None:
     if args.child:
         return child(args)
     rows = []
-    for method in args.methods.split(","):
+    # the first child of a run measured slower whatever its method (cold caches): warm up first
+    for k, method in enumerate(["naive"] + args.methods.split(",")):
         cmd = [sys.executable, __file__, "--child", method, "--n", str(args.n), "--d", str(args.d),
-               "--epochs", str(args.epochs), "--threads", str(args.threads), "--propensity", args.propensity,
-               "--folds", str(args.folds)] + (["--pca-dim", str(args.pca_dim)] if args.pca_dim else [])
+               "--epochs", str(1 if k == 0 else args.epochs), "--threads", str(args.threads),
+               "--propensity", args.propensity, "--folds", str(args.folds)] \
+            + (["--pca-dim", str(args.pca_dim)] if args.pca_dim else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(f"{method} failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  done {method}", file=sys.stderr)
+        if k:
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  done {method}{' (warm-up)' if k == 0 else ''}", file=sys.stderr)
     base = next((r for r in rows if r["method"] == "naive"), rows[0])
     print(f"fit speed: N={args.n:,}, D={args.d:,}, {args.epochs} epochs, propensity {args.propensity} "
           f"({args.folds} folds{', PCA ' + str(args.pca_dim) if args.pca_dim else ''}), "

@@ -118,6 +118,9 @@ def save_head(folder: str | Path, model, card: dict, nuisance=None) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a head folder is not
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"config": json.dumps(model.config)})
