@@ -100,33 +100,6 @@ def test_cli_fit_and_one_line_errors(project, tmp_path):
     assert card["guard"]["mode"] == "plain"
 
 
-def test_score_uses_the_store_and_embeds_what_it_lacks(project, tmp_path, monkeypatch):
-    folder = fit(project, "toy", ["naive"], progress=False, log=lambda _: None)["naive"]
-    table = read_table(project.table_path)
-    pairs = table.select("prompt", "response").head(5)
-    new = pl.DataFrame({"prompt": ["a new prompt"], "response": ["a new response"]})
-    data = tmp_path / "pairs.jsonl"
-    pl.concat([pairs, new]).write_ndjson(data)
-    calls = []
-
-    def fake_embed(params, backbone, table=None, progress=True):  # stage one's entry point
-        calls.append(table["pair_id"].to_list())
-        store = EmbeddingStore(f"{params.embed.store_dir}/{backbone}")
-        store.append(table["pair_id"].to_list(), np.ones((table.height, store.dim), np.float32))
-
-    import stages.embed.run
-
-    monkeypatch.setattr(stages.embed.run, "embed", fake_embed)
-    out, n = score(project, folder, data, progress=False)
-    assert n == 6 and len(calls) == 1 and len(calls[0]) == 1
-    result = pl.read_parquet(out)
-    head = load_head(folder)
-    X = EmbeddingStore(f"{project.embed.store_dir}/toy").read(result["pair_id"].to_list())
-    assert np.allclose(result["reward"].to_numpy(), head.rewards(X))
-    score(project, folder, data, tmp_path / "again.csv", progress=False)
-    assert len(calls) == 1  # nothing left to embed
-
-
 def test_score_refuses_a_store_of_another_embedding_function(project, tmp_path):
     folder = fit(project, "toy", ["naive"], progress=False, log=lambda _: None)["naive"]
     other = dataclasses.replace(project, embed=dataclasses.replace(project.embed, store_dir=str(tmp_path / "other")))

@@ -1,0 +1,62 @@
+"""`score` end to end on real parts: the built-in table, real MiniLM embeddings, a fitted head."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.config import EmbedParams, EvaluateParams, load_params
+from pipeline.store import EmbeddingStore
+from stages.embed.run import embed
+from stages.fit.artifacts import load_head
+from stages.fit.run import fit
+from stages.fit.score import score
+from stages.prepare.run import prepare
+from tests.stages.fit.conftest import fast_fit
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def minilm_project(tmp_path):
+    """The repo's params shrunk to 240 built-in rows, stores and heads under tmp_path."""
+    params = load_params(REPO / "params.yaml")
+    source = dataclasses.replace(params.prepare.source, kind="builtin", rows=240)
+    params = dataclasses.replace(
+        params, dataset="s", data_dir=str(tmp_path / "data"),
+        prepare=dataclasses.replace(params.prepare, source=source),
+        embed=EmbedParams(backbones=("minilm",), store_dir=str(tmp_path / "emb"),
+                          models_dir=str(tmp_path / "models")),
+        fit=dataclasses.replace(fast_fit(max_epochs=5), heads_dir=str(tmp_path / "heads"), methods=("naive",)),
+        evaluate=EvaluateParams(reports_dir=str(tmp_path / "reports")))
+    prepare(params)
+    embed(params, "minilm", progress=False)
+    return params
+
+
+def test_score_embeds_only_what_the_store_lacks_and_matches_the_head(minilm_project, tmp_path):
+    params = minilm_project
+    folder = fit(params, "minilm", ["naive"], progress=False, log=lambda _: None)["naive"]
+    store = EmbeddingStore(Path(params.embed.store_dir) / "minilm")
+    rows_before = store.rows
+    known = pl.read_parquet(params.table_path).select("prompt", "response").unique().head(5)
+    new = pl.DataFrame({"prompt": ["How do I reset my router?"],
+                        "response": ["Unplug it for thirty seconds, then plug it back in."]})
+    data = tmp_path / "pairs.jsonl"
+    pl.concat([known, new]).write_ndjson(data)
+
+    out, n = score(params, folder, data, progress=False)
+    assert n == 6
+    assert store.rows == rows_before + 1  # only the new pair went through MiniLM
+    result = pl.read_parquet(out)
+    X = store.read(result["pair_id"].to_list())
+    assert np.allclose(result["reward"].to_numpy(), load_head(folder).rewards(X), atol=1e-6)
+
+    shards = len(store.manifest["shards"])
+    again, _ = score(params, folder, data, tmp_path / "again.parquet", progress=False)
+    assert len(store.manifest["shards"]) == shards  # nothing left to embed
+    assert np.allclose(pl.read_parquet(again)["reward"].to_numpy(), result["reward"].to_numpy())
