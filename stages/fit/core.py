@@ -17,7 +17,7 @@ from pipeline.config import FitParams
 from pipeline.errors import RmpipeError
 from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs
-from stages.fit.noise import NoiseRates, resolve_rates
+from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
 from stages.fit.propensity import PropensityModel, check_clip_min, diagnostics, logged_propensity
 from stages.fit.train import RiskRows, TrainResult, train_head
@@ -137,11 +137,15 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
             warnings.simplefilter("always")
             scores = out.noisy_score[data.train & data.observed] if out.noisy_score is not None else None
             out.rates = resolve_rates(noise.rho_pos, noise.rho_neg, scores, noise.q)
-        for w in caught:
-            warnings.warn(str(w.message), stacklevel=2)
+        messages = [str(w.message) for w in caught]
+        if out.rates.source == "anchors":
+            weak = weak_anchor_warning(out.diagnostics["feedback_model"]["oof_auc"])
+            messages += [weak] if weak else []
+        for message in messages:
+            warnings.warn(message, stacklevel=2)
         out.diagnostics["noise"] = {"rho_pos": out.rates.rho_pos, "rho_neg": out.rates.rho_neg,
                                     "d": out.rates.d, "source": out.rates.source, "q": noise.q,
-                                    "warning": out.rates.warning()}
+                                    "warning": "; ".join(messages) or None}
     return out
 
 

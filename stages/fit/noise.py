@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.errors import RmpipeError
 
 SMALL_D = 0.2
+WEAK_AUC = 0.6  # below this the feedback classifier's extremes are noise, not anchors
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class NoiseRates:
                     f"leave d = {self.d:.3f} < {SMALL_D}: the surrogate multiplies losses by "
                     f"{1 / self.d:.1f}; anchor estimates collapse on embeddings with little signal")
         return None
+
+
+def weak_anchor_warning(feedback_auc: float | None) -> str | None:
+    """A message when anchor estimates rest on a classifier that barely predicts the feedback.
+
+    Anchors need rows where ``P(y=1|x)`` is near 0 or 1; if the embedding hardly predicts ``ỹ``
+    (out-of-fold AUC near 0.5) the score's quantiles are its overfitting, and the estimates
+    collapse toward 0 while ``d`` looks healthy, so the small-``d`` warning never fires."""
+    if feedback_auc is not None and feedback_auc < WEAK_AUC:
+        return (f"anchor noise-rate estimates are unreliable: the feedback classifier's out-of-fold "
+                f"AUC is {feedback_auc:.2f} < {WEAK_AUC}, so the embeddings barely predict the feedback; "
+                "give fit.noise.rho_pos and rho_neg if you know them")
+    return None
 
 
 def anchor_rates(scores: np.ndarray, q: float = 0.97) -> NoiseRates:

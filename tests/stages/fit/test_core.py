@@ -72,3 +72,27 @@ def test_bad_inputs_are_one_line_errors(build, pattern):
 def test_fit_inputs_have_no_place_for_clean_labels():
     names = {f.name for f in dataclasses.fields(FitInputs)}
     assert not names & {"label", "propensity_true", "rating"}
+
+
+def test_anchor_estimates_on_embeddings_that_cannot_predict_feedback_are_flagged():
+    """Pure-noise embeddings: anchors collapse while d looks healthy; the weak-AUC warning says so."""
+    from stages.fit.core import fit_nuisance
+
+    noise_X = np.random.default_rng(1).standard_normal(WORLD.X[TV].shape).astype(np.float32)
+    data = FitInputs(**fields(X=noise_X), ids=[f"pair{i}" for i in range(int(TV.sum()))])
+    with pytest.warns(UserWarning, match=r"out-of-fold AUC is 0\.\d\d < 0\.6"):
+        nuisance = fit_nuisance(data, PARAMS, [METHODS["causalrm"]])
+    assert nuisance.diagnostics["feedback_model"]["oof_auc"] < 0.6
+    assert "unreliable" in nuisance.diagnostics["noise"]["warning"]
+
+
+def test_anchor_estimates_on_informative_embeddings_are_not_flagged(recwarn):
+    from stages.fit.core import fit_nuisance
+
+    world = make_world(n=4000, dim=6, seed=0)
+    tv = world.split != "test"
+    data = FitInputs(X=world.X[tv], split=world.split[tv], observed=world.observed[tv],
+                     feedback=world.feedback[tv], ids=[f"p{i}" for i in range(int(tv.sum()))])
+    nuisance = fit_nuisance(data, PARAMS, [METHODS["causalrm"]])
+    assert nuisance.diagnostics["feedback_model"]["oof_auc"] >= 0.6
+    assert not any("unreliable" in str(w.message) for w in recwarn)
