@@ -101,15 +101,8 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
             continue
         raise RmpipeError(f"{where}: column {name} has type {got}, expected {dtype}")
 
-    def first_bad(mask: pl.Series) -> int | None:
-        idx = mask.fill_null(False).arg_true()
-        return int(idx[0]) if len(idx) else None
-
     def check(mask: pl.Series, column: str, what: str) -> None:
-        row = first_bad(mask)
-        if row is not None:
-            n = int(mask.fill_null(False).sum())
-            raise RmpipeError(f"{where}: row {row}, column {column}: {what} ({n} row(s) in all)")
+        _refuse_rows(mask, where, column, what)
 
     for name in ("feedback", "label"):  # before the Int8 cast, which would null out 300
         if name in df.columns and df.schema[name] != pl.Null:
@@ -133,9 +126,24 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
     for name in ("propensity_logged", "propensity_true"):
         col = df[name]
         check((col <= 0) | (col > 1), name, "propensity outside (0, 1]")
-    expected = pl.Series(pair_ids(df["prompt"].to_list(), df["response"].to_list()))
-    check(df["pair_id"] != expected, "pair_id", "pair_id does not match the hash of (prompt, response)")
+    check_pair_ids(df, where)
     return df
+
+
+def check_pair_ids(df: pl.DataFrame, where: str | Path = "<table>") -> None:
+    """Refuse rows whose pair_id is not the hash of their (prompt, response): a wrong key would
+    file an embedding under another pair, for good."""
+    expected = pl.Series(pair_ids(df["prompt"].to_list(), df["response"].to_list()))
+    _refuse_rows(df["pair_id"] != expected, str(where), "pair_id",
+                 "pair_id does not match the hash of (prompt, response)")
+
+
+def _refuse_rows(mask: pl.Series, where: str, column: str, what: str) -> None:
+    """Raise RmpipeError naming the first row where ``mask`` holds, and how many do."""
+    bad = mask.fill_null(False)
+    if bad.any():
+        raise RmpipeError(f"{where}: row {int(bad.arg_true()[0])}, column {column}: {what} "
+                          f"({int(bad.sum())} row(s) in all)")
 
 
 def write_table(df: pl.DataFrame, path: str | Path) -> Path:

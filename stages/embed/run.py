@@ -99,7 +99,7 @@ def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:
     """Distinct (pair_id, prompt, response) of a table path or a DataFrame, first-seen order."""
     import polars as pl
 
-    from pipeline.table import read_table
+    from pipeline.table import check_pair_ids, read_table
 
     if isinstance(table, (str, Path)):
         df = read_table(table, columns=["pair_id", "prompt", "response"])
@@ -108,13 +108,7 @@ def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:
         if missing:
             raise RmpipeError(f"table to embed lacks column(s) {', '.join(sorted(missing))}")
         df = table.select("pair_id", "prompt", "response")
-        from pipeline.table import pair_ids
-
-        wrong = [k for k, (a, b) in enumerate(zip(df["pair_id"], pair_ids(df["prompt"], df["response"])))
-                 if a != b]
-        if wrong:  # a wrong key would file an embedding under another pair, for good
-            raise RmpipeError(f"table to embed: row {wrong[0]}: pair_id does not match the hash "
-                              f"of (prompt, response) ({len(wrong)} row(s) in all)")
+        check_pair_ids(df, "table to embed")
     else:
         raise TypeError(f"table must be a path or a polars DataFrame, not {type(table).__name__}")
     df = df.unique(subset="pair_id", keep="first", maintain_order=True)

@@ -188,7 +188,7 @@ def test_embed_a_dataframe_for_scoring(llama_params):
     out = EmbeddingStore(store_root(llama_params, "tiny")).read(df["pair_id"].to_list())
     assert out.shape == (2, 32)
     forged = df.with_columns(pl.Series("pair_id", ["0" * 32, df["pair_id"][1]]))
-    with pytest.raises(RmpipeError, match="row 0: pair_id"):
+    with pytest.raises(RmpipeError, match="row 0, column pair_id: pair_id does not match"):
         embed(llama_params, "tiny", table=forged, progress=False)
 
 
