@@ -16,34 +16,26 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
+from pipeline.files import read_any
 from pipeline.store import MANIFEST, EmbeddingStore
 from pipeline.table import canonical_prompt, make_pair_id
-
-READERS = {".parquet": pl.read_parquet, ".jsonl": pl.read_ndjson, ".csv": pl.read_csv}
 
 
 def read_pairs(path: Path) -> pl.DataFrame:
     """A file of pairs (``prompt``, ``response``; other columns kept) with their ``pair_id``."""
     path = Path(path)
-    suffix = ".jsonl" if path.name.endswith(".jsonl.gz") else path.suffix
-    if suffix not in READERS:
-        raise RmpipeError(f"{path}: unknown file type (expected {', '.join(READERS)})")
-    if not path.exists():
-        raise RmpipeError(f"{path}: no such file")
-    try:
-        df = READERS[suffix](path)
-    except Exception as exc:  # polars raises many types for a damaged file
-        raise RmpipeError(f"{path}: not readable as {suffix[1:]} ({type(exc).__name__})") from None
+    df = read_any(path)
     missing = [c for c in ("prompt", "response") if c not in df.columns]
     if missing:
         raise RmpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     if df.height == 0:
         raise RmpipeError(f"{path}: no rows to score")
-    prompts = [canonical_prompt(p if isinstance(p, str) else list(p)) for p in df["prompt"].to_list()]
+    raw = df["prompt"].to_list()
     responses = df["response"].cast(pl.String).to_list()
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    for i, (p, r) in enumerate(zip(raw, responses)):
         if p is None or r is None:
             raise RmpipeError(f"{path}: row {i}: missing prompt or response")
+    prompts = [canonical_prompt(p if isinstance(p, str) else list(p)) for p in raw]
     ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
     return df.with_columns(pl.Series("prompt", prompts), pl.Series("pair_id", ids))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,8 @@ def test_score_embeds_only_what_the_store_lacks_and_matches_the_head(minilm_proj
     again, _ = score(params, folder, data, tmp_path / "again.parquet", progress=False)
     assert len(store.manifest["shards"]) == shards  # nothing left to embed
     assert np.allclose(pl.read_parquet(again)["reward"].to_numpy(), result["reward"].to_numpy())
+
+    gz = tmp_path / "pairs.jsonl.gz"  # the same reader as user logs: gzip too
+    gz.write_bytes(gzip.compress(data.read_bytes()))
+    zipped, _ = score(params, folder, gz, tmp_path / "zipped.csv", progress=False)
+    assert np.allclose(pl.read_csv(zipped)["reward"].to_numpy(), result["reward"].to_numpy())

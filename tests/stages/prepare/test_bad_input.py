@@ -84,7 +84,7 @@ CASES = [
     ("not JSON", logs("logs.jsonl", b'{"prompt": "a", "response": "b"}\n{"prompt": oops}\n'),
      r"logs\.jsonl: line 2: not valid JSON"),
     ("no such file", flags("--source", "file:nope.csv"), r"nope\.csv: no such file"),
-    ("unknown format", logs("logs.xlsx", b"PK"), r"logs\.xlsx: unknown log format"),
+    ("unknown format", logs("logs.xlsx", b"PK"), r"logs\.xlsx: unknown file format"),
     ("unknown source kind", params("prepare:\n  source:\n    kind: s3\n"),
      r"params\.yaml: prepare\.source\.kind: unknown source 's3'"),
     ("unknown source flag", flags("--source", "ftp:x"), r"--source: unknown source 'ftp:x'"),
