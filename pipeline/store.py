@@ -186,20 +186,18 @@ class EmbeddingStore:
         wanted: dict[str, list[int]] = {}
         for i, pid in enumerate(pair_ids):
             wanted.setdefault(pid, []).append(i)
-        out = np.empty((len(pair_ids), self.dim), dtype=np.float32)
-        found = 0
-        for shard in self.manifest["shards"]:
+        manifest = self.manifest
+        dim = int(manifest["dim"])
+        out = np.empty((len(pair_ids), dim), dtype=np.float32)
+        for shard in manifest["shards"]:
             ids = self._shard_ids(shard)
             rows = [r for r, pid in enumerate(ids) if pid in wanted]
             if not rows:
                 continue
             col = self._read_shard(shard, ["embedding"])["embedding"].combine_chunks()
-            values = col.values.to_numpy(zero_copy_only=False).reshape(len(ids), self.dim)
+            values = col.values.to_numpy(zero_copy_only=False).reshape(len(ids), dim)
             for r in rows:
-                pid = ids[r]
-                if pid in wanted:
-                    out[wanted.pop(pid)] = values[r]
-                    found += 1
+                out[wanted.pop(ids[r])] = values[r]
         if wanted:
             missing = list(wanted)
             raise RmpipeError(f"{self.root}: {len(missing)} pair_id(s) not embedded, e.g. "
@@ -249,7 +247,6 @@ class EmbeddingStore:
         if table.num_rows != shard["rows"]:
             raise RmpipeError(f"{path}: shard has {table.num_rows} rows, manifest says {shard['rows']}")
         return table
-
 
     def merge_from(self, other: "EmbeddingStore", batch: int = 4096) -> int:
         """Copy the rows of ``other`` (same embedding function) that this store lacks: how shards

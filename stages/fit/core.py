@@ -19,7 +19,7 @@ from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
-from stages.fit.propensity import PropensityModel, check_clip_min, diagnostics, logged_propensity
+from stages.fit.propensity import PropensityModel, check_clip_min, clip, diagnostics, logged_propensity
 from stages.fit.train import RiskRows, TrainResult, train_head
 
 PU_MESSAGE = ("this mode (positive-only feedback such as clicks or copies) needs "
@@ -116,7 +116,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
             model.fit(Z, data.observed, train_rows)
             raw = model.predict_raw(Z)
             raw[train_rows] = model.oof_
-            out.propensity = np.clip(raw, prop.clip_min, 1.0)
+            out.propensity = clip(raw, prop.clip_min)
             out.propensity_model = model
             out.diagnostics["propensity"] = diagnostics(model.oof_, data.observed[train_rows],
                                                         prop.clip_min, f"{prop.model}, {prop.folds}-fold cross-fitted")
