@@ -90,6 +90,10 @@ def test_cold_repro_runs_every_stage_and_declares_metrics(project):
         assert (project.root / "cache/heads/tiny/default" / method / "card.json").exists()
     shown = project.run(str(BIN / "dvc"), "metrics", "show")
     assert "causalrm" in shown and "r2" in shown
+    assert "report" in ran
+    report = (project.root / "reports/default.md").read_text()
+    assert "## tiny" in report and "| naive |" in report and "| causalrm |" in report
+    assert (project.root / "reports/default.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_second_repro_runs_nothing(project):
