@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.fit.noise import WEAK_AUC
+
 METRICS = ("r2", "auroc", "pearson", "pairwise")
 LABELS = {"r2": "R²", "auroc": "AUROC", "pearson": "Pearson", "pairwise": "pair acc"}
 NOTES = {"oracle": " *(clean labels: no real user)*", "causalrm_true_p": " *(true propensity: no real log)*"}
@@ -164,15 +166,32 @@ def table_alpha(res: Results) -> list[str]:
     return out + [""]
 
 
+def feedback_auc(records: list[dict]) -> dict[tuple, float]:
+    """Mean out-of-fold AUC of the feedback classifier per setting (the anchors' quality)."""
+    aucs = defaultdict(list)
+    for rec in records:
+        job = {**rec["job"], "rho": "/".join(f"{r:g}" for r in rec["job"]["rho"])}
+        if rec["diag"].get("feedback_auc") is not None:
+            aucs[_setting(job)].append(rec["diag"]["feedback_auc"])
+    return {s: float(np.mean(v)) for s, v in aucs.items()}
+
+
 def verdicts(res: Results, settings, rates: str = "true") -> list[str]:
-    """Where causalrm's paired ΔR² interval lies above 0, below 0, or covers it."""
+    """Where causalrm's paired ΔR² interval lies above 0, below 0, or covers it. With estimated
+    rates, a setting whose anchors are weak (the fit's own warning) is marked: there the rates are
+    not identified, and a "win" is shrinkage toward the base rate, not a correction."""
+    aucs = feedback_auc(res.records) if rates == "estimated" else {}
     out = []
     for s in settings:
         p = paired(res.get(s, rates, "causalrm"), res.get(s, rates, "naive"))
         if p is None:
             continue
         word = "beats" if p[0] - p[1] > 0 else "loses to" if p[0] + p[1] < 0 else "ties with"
-        out.append(f"- {_title(s)} ({s[4]}): causalrm {word} naive on R² ({_ci(p)}, {p[2]}/{p[3]} seeds)")
+        line = f"- {_title(s)} ({s[4]}): causalrm {word} naive on R² ({_ci(p)}, {p[2]}/{p[3]} seeds)"
+        if aucs.get(s, 1.0) < WEAK_AUC:
+            line += (f" — *weak anchors* (feedback-model AUC {aucs[s]:.2f} < {WEAK_AUC}): rates not "
+                     f"identified, the gain is shrinkage toward the base rate")
+        out.append(line)
     return out
 
 

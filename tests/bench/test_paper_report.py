@@ -1,0 +1,27 @@
+"""The paper-protocol report's verdicts: paired intervals, and weak anchors called out."""
+
+from bench.paper_report import Results, verdicts
+
+
+def _records(dataset: str, feedback_auc: float, gains: list[float]) -> list[dict]:
+    out = []
+    for seed, gain in enumerate(gains):
+        job = dict(part="main", world="real", dataset=dataset, backbone="minilm", rho=[0.1, 0.2],
+                   alpha=0.5, seed=seed)
+        naive = -0.4 + 0.01 * seed
+        fits = [dict(method="naive", rates=r, r2=naive) for r in ("true", "estimated")]
+        fits += [dict(method="causalrm", rates="true", r2=naive - 0.1),
+                 dict(method="causalrm", rates="estimated", r2=naive + gain)]
+        out.append({"job": job, "fits": fits, "diag": {"feedback_auc": feedback_auc}})
+    return out
+
+
+def test_verdicts_mark_weak_anchors_only_with_estimated_rates():
+    records = _records("weak", 0.5, [0.40, 0.42, 0.38]) + _records("strong", 0.8, [0.10, 0.12, 0.08])
+    res = Results(records)
+    estimated = dict(zip(("weak", "strong"), verdicts(res, res.settings, "estimated")))
+    assert "causalrm beats naive" in estimated["weak"] and "weak anchors" in estimated["weak"]
+    assert "AUC 0.50 < 0.6" in estimated["weak"]
+    assert "causalrm beats naive" in estimated["strong"] and "weak anchors" not in estimated["strong"]
+    true = verdicts(res, res.settings, "true")
+    assert all("loses to naive" in line and "weak anchors" not in line for line in true)
