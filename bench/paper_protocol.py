@@ -257,6 +257,10 @@ def main(argv=None) -> int:
         rho, alpha, seed = tuple(job["rho"]), job["alpha"], job["seed"]
         try:
             draw = make_draw(job, args, params, cache)
+        except RmpipeError as exc:  # data or embeddings: every later draw would fail alike
+            print(f"paper_protocol: {exc}", file=sys.stderr)
+            return 2
+        try:
             fp = fit_params(params.fit, rho, seed, args.max_epochs, args.patience, args.threads)
             methods = METHODS if job["part"] != "alpha" else ("naive", "causalrm")
             fits, diag = run_draw(draw, fp, methods, estimated=job["part"] != "alpha", oracle=job["part"] != "alpha")
