@@ -77,7 +77,8 @@ class BackboneSpec:
     chat_template: bool = True  # false: the tokenizer's (prompt, response) pair encoding
     dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
     backend: str = "hf"  # hf | vllm
-    batch_tokens: int = 16384  # padded tokens per batch (hf); max_num_batched_tokens (vllm)
+    batch_tokens: int | None = None  # padded tokens per batch (hf), max_num_batched_tokens (vllm);
+    #                                  None: by device (stages.embed.hf_backend.default_batch_tokens)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 

@@ -51,6 +51,9 @@ def check_spec(name: str, spec: BackboneSpec) -> None:
         raise RmpipeError(f"backbones.{name}.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
     if spec.backend not in ("hf", "vllm"):
         raise RmpipeError(f"backbones.{name}.backend: {spec.backend!r} is not hf or vllm")
+    if spec.batch_tokens is not None and spec.batch_tokens < 1:
+        raise RmpipeError(f"backbones.{name}.batch_tokens: {spec.batch_tokens} is not a positive "
+                          f"token budget (or null: by device)")
     if spec.max_tokens < 8:
         raise RmpipeError(f"backbones.{name}.max_tokens: {spec.max_tokens} is too small (>= 8)")
     if spec.backend == "vllm" and spec.layer != -1:

@@ -27,7 +27,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, path: str, pooling: str = "last", layer: int = -1,
-                 dtype: str = "bfloat16", max_tokens: int = 4096, batch_tokens: int = 65536,
+                 dtype: str = "bfloat16", max_tokens: int = 4096, batch_tokens: int | None = None,
                  revision: str | None = None, device: str = "auto", **engine_args):
         if layer != -1:
             raise RmpipeError(f"vllm backend: only the last layer (-1) is available, not {layer}")
@@ -40,12 +40,12 @@ class VLLMBackend:
         from transformers import AutoConfig, AutoTokenizer
         from vllm.platforms import current_platform
 
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or 16384  # max_num_batched_tokens when params leave it unset
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         config = AutoConfig.from_pretrained(path, revision=revision)
         config = getattr(config, "text_config", None) or config
         self.dim = int(config.hidden_size)
-        batched = max(batch_tokens, max_tokens)
+        batched = max(self.batch_tokens, max_tokens)
         if current_platform.is_cpu() and "kv_cache_memory_bytes" not in engine_args:
             # vLLM-CPU otherwise reserves gpu_memory_utilization (0.92) of the NUMA node's RAM
             # and refuses to start when that much is not free. A prefill-only pass needs the KV

@@ -75,6 +75,7 @@ def test_bad_models_are_named(model, message, tmp_path):
     ({"dtype": "int8"}, "dtype"),
     ({"backend": "onnx"}, "backend"),
     ({"backend": "vllm", "layer": -2}, "only gives the last layer"),
+    ({"batch_tokens": 0}, "batch_tokens: 0 is not a positive"),
 ])
 def test_bad_specs_are_refused_by_field(change, message):
     with pytest.raises(RmpipeError, match=message):

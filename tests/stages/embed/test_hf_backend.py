@@ -4,7 +4,7 @@ MiniLM through it equals sentence-transformers; layers are selectable."""
 import numpy as np
 import pytest
 
-from stages.embed.hf_backend import HFBackend, token_batches
+from stages.embed.hf_backend import HFBackend, default_batch_tokens, token_batches
 from stages.embed.text import PairEncoder
 
 from tests.stages.embed.embed_helpers import make_pairs
@@ -32,6 +32,14 @@ def test_token_batches_respect_the_budget_and_cover_every_row():
     for b in batches:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120
     assert batches[0] == [3]  # longest first
+
+
+def test_batch_budget_follows_the_device_unless_set(tiny_llama_dir):
+    assert default_batch_tokens("cpu") < default_batch_tokens("cuda") == default_batch_tokens("cuda:1")
+    unset = HFBackend(str(tiny_llama_dir), device="cpu")
+    assert unset.batch_tokens == default_batch_tokens("cpu")
+    assert unset.exec_info()["batch_tokens"] == default_batch_tokens("cpu")  # what the manifest records
+    assert HFBackend(str(tiny_llama_dir), device="cpu", batch_tokens=300).batch_tokens == 300
 
 
 @pytest.mark.parametrize("which,chat", [("llama", True), ("minilm", False)])
