@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         log(f"[{i}/{len(jobs)}] {job['part']} {job['dataset']}/{job['backbone']} rho={rho} α={alpha} seed {seed}: "
             f"R² {r2} ({rec['seconds']:.1f} s; elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min)")
     wall = time.perf_counter() - started
-    meta = {"command": "bench/paper_protocol.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    meta = {"command": " ".join(["bench/paper_protocol.py", *(sys.argv[1:] if argv is None else argv)]),
             "wall_seconds": wall, "draws": len(jobs), "settings": settings, "seeds": args.seeds,
             "alphas": args.alphas, "backbones": args.backbones, "datasets": args.datasets,
             "gaussian_n": args.gaussian_n, "threads": args.threads}
