@@ -169,7 +169,7 @@ def load_embeddings(params: Params, backbone: str, datasets) -> tuple[dict[str, 
     import polars as pl
 
     from pipeline.store import EmbeddingStore
-    from stages.embed.run import embed, store_root
+    from stages.embed.run import embed
     from stages.prepare.run import build
 
     frames = {d: build(shared_params(params, d, 0.5, RHOS[0], 0), where=f"bench:{d}")[0] for d in datasets}
@@ -179,7 +179,7 @@ def load_embeddings(params: Params, backbone: str, datasets) -> tuple[dict[str, 
     summary = embed(params, backbone, table=pairs, progress=True)
     log(f"  {summary.line()} ({time.perf_counter() - t0:.0f} s)")
     ids = pairs["pair_id"].to_list()
-    X = EmbeddingStore(store_root(params, backbone)).read(ids)
+    X = EmbeddingStore(params.store_path(backbone)).read(ids)
     return {p: i for i, p in enumerate(ids)}, X, frames
 
 

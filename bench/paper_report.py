@@ -23,13 +23,13 @@ SETTING = ("part", "world", "dataset", "backbone", "rho", "alpha")
 ORDER = ("oracle", "naive", "ips", "dr", "noise", "causalrm", "causalrm_dr", "causalrm_true_p")
 
 
+def _job(rec: dict) -> dict:
+    """A record's job with ``rho`` as text ("0.1/0.2"), as the tables show it."""
+    return {**rec["job"], "rho": "/".join(f"{r:g}" for r in rec["job"]["rho"])}
+
+
 def flatten(records: list[dict]) -> list[dict]:
-    rows = []
-    for rec in records:
-        job = {**rec["job"], "rho": "/".join(f"{r:g}" for r in rec["job"]["rho"])}
-        for fit in rec["fits"]:
-            rows.append({**job, **fit})
-    return rows
+    return [{**_job(rec), **fit} for rec in records for fit in rec["fits"]]
 
 
 def _setting(row) -> tuple:
@@ -137,8 +137,7 @@ def table_paired(res: Results, settings, rates: str,
 def table_nuisance(records: list[dict], settings) -> list[str]:
     diags = defaultdict(list)
     for rec in records:
-        job = {**rec["job"], "rho": "/".join(f"{r:g}" for r in rec["job"]["rho"])}
-        diags[_setting(job)].append(rec["diag"])
+        diags[_setting(_job(rec))].append(rec["diag"])
     out = ["| setting | observed rate | observed train rows | propensity AUC (p̂) | AUC of true p | ESS (share of observed) | clipped | feedback-model AUC | rho_pos: true → est | rho_neg: true → est |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
@@ -170,9 +169,8 @@ def feedback_auc(records: list[dict]) -> dict[tuple, float]:
     """Mean out-of-fold AUC of the feedback classifier per setting (the anchors' quality)."""
     aucs = defaultdict(list)
     for rec in records:
-        job = {**rec["job"], "rho": "/".join(f"{r:g}" for r in rec["job"]["rho"])}
         if rec["diag"].get("feedback_auc") is not None:
-            aucs[_setting(job)].append(rec["diag"]["feedback_auc"])
+            aucs[_setting(_job(rec))].append(rec["diag"]["feedback_auc"])
     return {s: float(np.mean(v)) for s, v in aucs.items()}
 
 

@@ -174,6 +174,10 @@ class Params:
     def table_path(self) -> Path:
         return Path(self.data_dir) / self.dataset / "feedback.parquet"
 
+    def store_path(self, backbone: str) -> Path:
+        """Where ``backbone``'s embedding store lives (every stage reads it here)."""
+        return Path(self.embed.store_dir) / backbone
+
     def backbone(self, name: str) -> BackboneSpec:
         if name not in self.backbones:
             known = ", ".join(sorted(self.backbones)) or "none"

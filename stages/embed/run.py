@@ -77,10 +77,6 @@ def in_shard(pair_id: str, i: int, n: int) -> bool:
     return int.from_bytes(digest, "little") % n == i
 
 
-def store_root(params: Params, backbone: str) -> Path:
-    return Path(params.embed.store_dir) / backbone
-
-
 def make_backend(spec: BackboneSpec, path: str):
     """The backend object for ``spec``: imported only when chosen."""
     if spec.backend == "vllm":
@@ -130,7 +126,7 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     resolved = backbones.resolve(spec, params.embed.models_dir)
     function = backbones.function_spec(spec, resolved.weights)
     dim = backbones.hidden_size(resolved, spec.revision)
-    store = EmbeddingStore.create(store_root(params, backbone), backbone=backbone,
+    store = EmbeddingStore.create(params.store_path(backbone), backbone=backbone,
                                   spec=function, dim=dim, rebuild=rebuild)
     have = store.pair_ids()
     todo = [k for k, pid in enumerate(ids) if pid not in have]

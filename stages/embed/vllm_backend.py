@@ -83,7 +83,7 @@ class VLLMBackend:
 def _kv_bytes(config, dtype: str, tokens: int) -> int:
     """KV-cache bytes for ``tokens`` tokens of a decoder config (K and V, every layer), with
     headroom for vLLM's block rounding, and never under 256 MiB."""
-    heads = getattr(config, "num_attention_heads")
+    heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     itemsize = 4 if dtype == "float32" else 2

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+HEADLINE = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
+
+
+def present(reports) -> list[str]:
+    """The headline metrics that at least one of ``reports`` (each with a ``metrics`` dict) has."""
+    reports = list(reports)
+    return [c for c in HEADLINE if any(r["metrics"].get(c) is not None for r in reports)]
+
 
 def label_metrics(y: np.ndarray, reward: np.ndarray) -> dict:
     """R², MAE, RMSE, MSE, AUROC, Pearson of ``reward`` against binary ``y``; ``{}`` if no rows."""

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from stages.evaluate.metrics import present
 
-COMPARED = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
 
-
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,17 +20,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` atomically (a crash leaves no half-written PNG) and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def method_comparison(reports: dict[str, dict], path: Path, title: str = "") -> Path:
     """One panel per metric, one bar per method."""
-    plt = _pyplot()
-    metrics = [m for m in COMPARED if any(r["metrics"].get(m) is not None for r in reports.values())]
+    plt = pyplot()
+    metrics = present(reports.values())
     names = list(reports)
     fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(2.6 * max(len(metrics), 1), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -40,13 +40,13 @@ def method_comparison(reports: dict[str, dict], path: Path, title: str = "") -> 
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=9)
     fig.suptitle(title or "methods on the clean test split", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def propensity_calibration(bins: list[dict], path: Path, truth: list[dict] | None = None, title: str = "") -> Path:
     """Mean predicted ``p̂`` per bin against the observed rate (out-of-fold, from the card) and,
     in simulation, against the true propensity."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     hi = max([b["p_mean"] for b in bins] + [b["observed_rate"] for b in bins] + [0.05])
     ax.plot([0, hi], [0, hi], color="grey", lw=0.8, ls="--", label="perfect")
@@ -57,12 +57,12 @@ def propensity_calibration(bins: list[dict], path: Path, truth: list[dict] | Non
     ax.set_ylabel("rate")
     ax.legend(fontsize=8)
     ax.set_title(title or "propensity calibration", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def reward_distributions(rewards: dict[str, np.ndarray], observed: np.ndarray, path: Path, title: str = "") -> Path:
     """Histograms of ``σ(f)`` on training rows, observed vs unobserved, one panel per method."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(rewards)
     cols = min(3, len(names))
     rows = int(np.ceil(len(names) / cols))
@@ -78,4 +78,4 @@ def reward_distributions(rewards: dict[str, np.ndarray], observed: np.ndarray, p
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title or "reward distributions on training rows", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -14,8 +14,8 @@ from pathlib import Path
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-
-COLUMNS = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
+from stages.evaluate.metrics import present
+from stages.evaluate.plots import pyplot, save_png
 
 
 def collect(params: Params) -> dict[str, dict[str, dict]]:
@@ -42,7 +42,7 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
              "(R² / MAE / RMSE against clean labels; pairwise accuracy over comparisons; "
              "Spearman against ratings). Heads were trained and early-stopped without clean labels.", ""]
     for backbone, by_method in reports.items():
-        cols = [c for c in COLUMNS if any(r["metrics"].get(c) is not None for r in by_method.values())]
+        cols = present(by_method.values())
         lines += [f"## {backbone}", "", "| method | " + " | ".join(cols) + " | guard | best epoch |",
                   "|---|" + "---:|" * len(cols) + "---|---:|"]
         for method, r in by_method.items():
@@ -67,12 +67,9 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
 
 def figure(reports: dict[str, dict[str, dict]], path: Path) -> Path:
     """R² and MAE per method, one bar group per backbone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     methods = list(dict.fromkeys(m for by in reports.values() for m in by))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     width = 0.8 / max(len(reports), 1)
@@ -85,10 +82,7 @@ def figure(reports: dict[str, dict[str, dict]], path: Path) -> Path:
         ax.set_title(f"{metric.upper()} on the clean test split")
         ax.axhline(0, color="k", lw=0.5)
     axes[0].legend(fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def report(params: Params) -> Path:

@@ -25,8 +25,6 @@ from pipeline.table import read_table
 from stages.evaluate import metrics as M
 from stages.evaluate import plots
 
-HEADLINE = ("r2", "mae", "rmse", "auroc", "pearson", "pairwise_accuracy", "spearman")
-
 
 def reports_dir(params: Params, backbone: str) -> Path:
     return Path(params.evaluate.reports_dir) / params.dataset / backbone
@@ -73,6 +71,7 @@ def split_metrics(df: pl.DataFrame, reward: np.ndarray) -> dict:
 def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> tuple[list[dict], dict] | None:
     """Reload the head's propensity model (no pickle) and compare it with ``propensity_true``."""
     from stages.fit.artifacts import load_nuisance
+    from stages.fit.propensity import calibration_bins
 
     if df["propensity_true"].null_count() == df.height:
         return None
@@ -84,9 +83,7 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     p_hat = propensity.predict(Z)
     true = df["propensity_true"].fill_null(np.nan).to_numpy()
     ok = ~np.isnan(true)
-    order = np.argsort(p_hat[ok], kind="stable")
-    table = [{"p_mean": float(p_hat[ok][i].mean()), "true_mean": float(true[ok][i].mean()), "rows": int(len(i))}
-             for i in np.array_split(order, bins) if len(i)]
+    table = calibration_bins(p_hat[ok], true[ok], bins, name="true_mean")
     stats = {"mae_vs_true": float(np.mean(np.abs(p_hat[ok] - true[ok]))),
              "pearson_vs_true": float(np.corrcoef(p_hat[ok], true[ok])[0, 1]) if np.std(true[ok]) > 0 else None,
              "note": "mean of the fold models on training rows (in-sample for 1 - 1/K of them)"}
@@ -105,18 +102,18 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     train = df.filter(pl.col("split") == "train")
     if test.height == 0 or test["label"].null_count() == test.height:
         raise RmpipeError(f"{params.table_path}: no test rows with clean labels to evaluate against")
-    store = EmbeddingStore(Path(params.embed.store_dir) / backbone)
+    store = EmbeddingStore(params.store_path(backbone))
     for head in heads.values():
-        if head.spec_hash != store.spec_hash or head.dim != store.dim:
-            raise RmpipeError(f"head {head.folder} was trained on embedding spec {head.spec_hash} "
-                              f"(dim {head.dim}); the store {store.root} holds {store.spec_hash} "
-                              f"(dim {store.dim}): refit it")
+        head.check_store(store)
     X_test = store.read(test["pair_id"].to_list())
     X_train = store.read(train["pair_id"].to_list())
     observed = train["observed"].to_numpy()
     truth_noise = M.realised_noise(train["label"].fill_null(np.nan).to_numpy(),
                                    train["feedback"].fill_null(0).to_numpy(), observed) \
         if train["label"].null_count() < train.height else None
+    # the propensity model is shared by every method of a fit: compare it with the truth once
+    with_p = next((h for h in heads.values() if "propensity" in h.card["diagnostics"]), None)
+    truth = propensity_truth(with_p, X_train, train) if with_p is not None else None
     out_dir = reports_dir(params, backbone)
     reports, train_rewards = {}, {}
     for name, head in heads.items():
@@ -135,33 +132,23 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             est = card["diagnostics"]["noise"]
             report["noise_rates"] = {"estimated": {k: est[k] for k in ("rho_pos", "rho_neg", "source")},
                                      "realised": truth_noise}
+        if truth is not None:
+            report["propensity_vs_true"] = truth[1]
         reports[name] = report
         write_json(out_dir / f"{name}.json", report)
-    _plots(params, backbone, heads, reports, train_rewards, observed, X_train, train, out_dir,
-           plots_dir(params, backbone))
+    fig_dir, title = plots_dir(params, backbone), f"{params.dataset} / {backbone}"
+    plots.method_comparison(reports, fig_dir / "methods.png", title)
+    plots.reward_distributions(train_rewards, observed, fig_dir / "reward_distributions.png", title)
+    if with_p is not None:
+        plots.propensity_calibration(with_p.card["diagnostics"]["propensity"]["calibration"],
+                                     fig_dir / "propensity_calibration.png",
+                                     truth[0] if truth else None, title)
     log(format_table(reports))
     return reports
 
 
-def _plots(params, backbone, heads, reports, train_rewards, observed, X_train, train, out_dir, fig_dir) -> None:
-    title = f"{params.dataset} / {backbone}"
-    plots.method_comparison(reports, fig_dir / "methods.png", title)
-    plots.reward_distributions(train_rewards, observed, fig_dir / "reward_distributions.png", title)
-    with_p = [h for h in heads.values() if "propensity" in h.card["diagnostics"]]
-    if with_p:
-        head = with_p[0]
-        truth = propensity_truth(head, X_train, train)
-        if truth is not None:
-            for r in reports.values():
-                r["propensity_vs_true"] = truth[1]
-                write_json(out_dir / f"{r['method']}.json", r)
-        plots.propensity_calibration(head.card["diagnostics"]["propensity"]["calibration"],
-                                     fig_dir / "propensity_calibration.png",
-                                     truth[0] if truth else None, title)
-
-
 def format_table(reports: dict[str, dict]) -> str:
-    cols = [c for c in HEADLINE if any(r["metrics"].get(c) is not None for r in reports.values())]
+    cols = M.present(reports.values())
     lines = [f"{'method':12s} " + " ".join(f"{c:>9s}" for c in cols)]
     for name, r in reports.items():
         cells = [r["metrics"].get(c) for c in cols]

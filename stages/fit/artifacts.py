@@ -166,12 +166,28 @@ class Head:
     def method(self) -> str:
         return self.card["method"]
 
+    def check_store(self, store) -> None:
+        """Refuse a store whose backbone or embedding function differs from the head's: scores
+        on other embeddings mean nothing."""
+        if store.backbone != self.backbone or store.spec_hash != self.spec_hash:
+            raise RmpipeError(
+                f"head {self.folder} was trained on backbone {self.backbone!r} (embedding spec "
+                f"{self.spec_hash}), but the store {store.root} holds backbone {store.backbone!r} "
+                f"(spec {store.spec_hash}); use a head trained on this store, or re-embed")
+        if store.dim != self.dim:
+            raise RmpipeError(f"dimension mismatch: head {self.folder} expects {self.dim}, "
+                              f"store {store.root} has {store.dim}")
+
     def logits(self, X: np.ndarray) -> np.ndarray:
         return self.model.logits(np.asarray(X, dtype=np.float32)).numpy()
 
     def rewards(self, X: np.ndarray) -> np.ndarray:
         """``σ(f(e))``: the reward, a probability that the response is good."""
-        return 1.0 / (1.0 + np.exp(-self.logits(X)))
+        return sigmoid(self.logits(X))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def load_head(folder: str | Path) -> Head:

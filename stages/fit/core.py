@@ -149,13 +149,20 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
     return out
 
 
-def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, imputation_target: str = "clean"
+def imputation_target(method: Method, configured: str) -> str | None:
+    """What ``method`` imputes: nothing, the configured target, or — for plain dr, which knows
+    nothing of noise — the noisy label it also trains on."""
+    if not method.needs_imputation:
+        return None
+    return configured if method.needs_rates else "noisy"
+
+
+def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_target: str = "clean"
                 ) -> tuple[RiskRows, RiskRows]:
     """The method's per-row coefficients on the train and val splits (non-zero rows only)."""
     imputed = None
-    if method.needs_imputation:
-        # plain dr knows nothing of noise: it imputes the noisy label it also trains on
-        target = imputation_target if method.needs_rates else "noisy"
+    target = imputation_target(method, configured_target)
+    if target is not None:
         imputed = impute(nuisance.noisy_score, target, nuisance.rates)
     rows = RowInputs(data.observed, data.feedback, nuisance.propensity, imputed,
                      nuisance.rates.rho_pos if nuisance.rates else None,

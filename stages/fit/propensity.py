@@ -30,8 +30,6 @@ class PropensityModel:
         check_clip_min(self.clip_min)
         if self.model not in KINDS:
             raise RmpipeError(f"fit.propensity.model must be one of {', '.join(KINDS)}, got {self.model!r}")
-        if self.folds < 2:
-            raise RmpipeError(f"fit.propensity.folds must be at least 2, got {self.folds}")
 
     def fit(self, Z: np.ndarray, observed: np.ndarray, rows: np.ndarray) -> "PropensityModel":
         """Fit on ``Z[rows]`` against ``observed[rows]``; ``oof_`` is the raw out-of-fold p̂."""
@@ -78,10 +76,10 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> 
     return float(err / max(len(p), 1))
 
 
-def calibration_bins(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
-    """Quantile bins of ``p``: mean predicted vs observed frequency, for the calibration plot."""
+def calibration_bins(p: np.ndarray, y: np.ndarray, bins: int = 10, name: str = "observed_rate") -> list[dict]:
+    """Quantile bins of ``p``: mean predicted vs mean ``y`` (as ``name``), for calibration plots."""
     order = np.argsort(p, kind="stable")
-    return [{"p_mean": float(p[idx].mean()), "observed_rate": float(y[idx].mean()), "rows": int(len(idx))}
+    return [{"p_mean": float(p[idx].mean()), name: float(y[idx].mean()), "rows": int(len(idx))}
             for idx in np.array_split(order, bins) if len(idx)]
 
 
@@ -97,19 +95,21 @@ def diagnostics(p_raw: np.ndarray, observed: np.ndarray, clip_min: float, source
 
     o = np.asarray(observed, dtype=float)
     p = clip(p_raw, clip_min)
+    in_range = np.clip(p_raw, 0, 1)
     w = o / p
+    ess = effective_sample_size(w)
     return {
         "source": source,
         "rows": int(len(o)),
         "observed_rate": float(o.mean()),
         "p_mean": float(np.mean(p_raw)),
         "auc": float(roc_auc_score(o, p_raw)) if 0 < o.sum() < len(o) else None,
-        "brier": float(brier_score_loss(o, np.clip(p_raw, 0, 1))),
-        "ece": expected_calibration_error(np.clip(p_raw, 0, 1), o),
+        "brier": float(brier_score_loss(o, in_range)),
+        "ece": expected_calibration_error(in_range, o),
         "clip_min": clip_min,
         "share_clipped": float(np.mean(np.asarray(p_raw) < clip_min)),
         "weight_max": float(w.max()) if len(w) else 0.0,
-        "ess": effective_sample_size(w),
-        "ess_share_of_observed": effective_sample_size(w) / max(float(o.sum()), 1.0),
-        "calibration": calibration_bins(np.clip(p_raw, 0, 1), o),
+        "ess": ess,
+        "ess_share_of_observed": ess / max(float(o.sum()), 1.0),
+        "calibration": calibration_bins(in_range, o),
     }

@@ -15,15 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table, training_view
-
-
-def store_root(params: Params, backbone: str) -> Path:
-    return Path(params.embed.store_dir) / backbone
 
 
 def dataset_licence(params: Params) -> str | None:
@@ -53,7 +48,7 @@ def load_inputs(params: Params, backbone: str):
     df = df.filter(pl.col("split").is_in(["train", "val"]))
     if df.height == 0:
         raise RmpipeError(f"{path}: no train or val rows")
-    store = EmbeddingStore(store_root(params, backbone))
+    store = EmbeddingStore(params.store_path(backbone))
     ids = df["pair_id"].to_list()
     X = store.read(ids)
     columns = {c: df[c].to_numpy() for c in params.fit.propensity.covariates if c in df.columns}
@@ -69,6 +64,8 @@ def _jsonable_params(params: Params) -> dict:
 
 
 def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data, nuisance, result) -> dict:
+    from stages.fit.core import imputation_target
+
     return {
         "backbone": backbone,
         "embedding": {"spec_hash": store.spec_hash, "dim": store.dim, "store": str(store.root)},
@@ -78,8 +75,7 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
         "method_doc": " ".join((type(method).__doc__ or "").split()),
         "uses": {"propensity": method.needs_propensity, "noise_rates": method.needs_rates,
                  "imputation": method.needs_imputation},
-        "imputation_target": (params.fit.imputation.target if method.needs_rates else "noisy")
-        if method.needs_imputation else None,
+        "imputation_target": imputation_target(method, params.fit.imputation.target),
         "params": _jsonable_params(params),
         "rows": {"train": int(data.train.sum()), "val": int(data.val.sum()),
                  "train_observed": int((data.train & data.observed).sum()),

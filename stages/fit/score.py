@@ -40,18 +40,6 @@ def read_pairs(path: Path) -> pl.DataFrame:
     return df.with_columns(pl.Series("prompt", prompts), pl.Series("pair_id", ids))
 
 
-def check_store(head, store: EmbeddingStore) -> None:
-    """Refuse a store whose backbone or embedding function differs from the head's."""
-    if store.backbone != head.backbone or store.spec_hash != head.spec_hash:
-        raise RmpipeError(
-            f"head {head.folder} was trained on backbone {head.backbone!r} (embedding spec "
-            f"{head.spec_hash}), but the store {store.root} holds backbone {store.backbone!r} "
-            f"(spec {store.spec_hash}); score with a head trained on this store, or re-embed")
-    if store.dim != head.dim:
-        raise RmpipeError(f"dimension mismatch: head {head.folder} expects {head.dim}, "
-                          f"store {store.root} has {store.dim}")
-
-
 def write_rewards(df: pl.DataFrame, out: Path) -> Path:
     suffix = out.suffix
     with atomic_path(out) as tmp:
@@ -69,15 +57,17 @@ def write_rewards(df: pl.DataFrame, out: Path) -> Path:
 def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
           progress: bool = True) -> tuple[Path, int]:
     """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
-    from stages.fit.artifacts import load_head
+    from stages.fit.artifacts import load_head, sigmoid
 
     head = load_head(head_dir)
     data = Path(data)
     df = read_pairs(data)
-    root = Path(params.embed.store_dir) / head.backbone
+    root = params.store_path(head.backbone)
+    have = set()
     if (root / MANIFEST).exists():
-        check_store(head, EmbeddingStore(root))  # refuse before any expensive embedding
-    have = EmbeddingStore(root).pair_ids() if (root / MANIFEST).exists() else set()
+        existing = EmbeddingStore(root)
+        head.check_store(existing)  # refuse before any expensive embedding
+        have = existing.pair_ids()
     missing = [pid for pid in dict.fromkeys(df["pair_id"].to_list()) if pid not in have]
     if missing:
         from stages.embed.run import embed
@@ -85,10 +75,10 @@ def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Pat
         todo = df.filter(pl.col("pair_id").is_in(missing)).select("pair_id", "prompt", "response")
         embed(params, head.backbone, table=todo, progress=progress)
     store = EmbeddingStore(root)
-    check_store(head, store)
+    head.check_store(store)
     X = store.read(df["pair_id"].to_list())
     logits = head.logits(X)
-    rewards = 1.0 / (1.0 + np.exp(-logits))
+    rewards = sigmoid(logits)
     result = df.with_columns(pl.Series("logit", logits.astype(np.float64)),
                              pl.Series("reward", rewards.astype(np.float64)))
     out = Path(out) if out else data.with_name(data.name.split(".")[0] + ".rewards.parquet")

@@ -22,6 +22,8 @@ from stages.prepare.sources import Loaded, group_key
 
 MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "feedback",
             "label", "rating", "propensity_logged", "pair_id")
+
+
 def _map(df: pl.DataFrame, columns: dict[str, str], path: Path, covariates) -> pl.DataFrame:
     unknown = sorted(set(columns) - set(MAPPABLE))
     if unknown:

@@ -17,7 +17,7 @@ from pipeline.config import load_params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table
-from stages.embed.run import embed, in_shard, parse_shard, store_root
+from stages.embed.run import embed, in_shard, parse_shard
 
 REPO = Path(__file__).resolve().parents[3]
 # A run whose commits are slowed down, so a test can kill it, or race a second one, mid-way.
@@ -57,7 +57,7 @@ def reference(tmp_path_factory, tiny_llama_dir):
     params = load_params(write_params(root, tiny_llama_dir, commit_rows=1000))
     embed(params, "tiny", progress=False)
     ids = all_ids(params)
-    return dict(zip(ids, EmbeddingStore(store_root(params, "tiny")).read(ids)))
+    return dict(zip(ids, EmbeddingStore(params.store_path("tiny")).read(ids)))
 
 
 def test_second_run_embeds_nothing(llama_params):
@@ -71,7 +71,7 @@ def test_second_run_embeds_nothing(llama_params):
 
 def test_commits_a_shard_every_commit_rows(llama_params):
     embed(llama_params, "tiny", progress=False)
-    store = EmbeddingStore(store_root(llama_params, "tiny"))
+    store = EmbeddingStore(llama_params.store_path("tiny"))
     assert [s["rows"] for s in store.manifest["shards"]] == [16, 16, 16, 12]
     assert store.manifest["shards"][0]["exec"]["backend"] == "hf"
 
@@ -88,7 +88,7 @@ def test_shards_partition_the_pairs_and_fill_one_store(llama_params, reference):
     assert sorted(sum(parts, [])) == sorted(ids) and all(parts)
     done = [embed(llama_params, "tiny", shard=f"{k}/3", progress=False).computed for k in range(3)]
     assert done == [len(p) for p in parts]
-    store = EmbeddingStore(store_root(llama_params, "tiny"))
+    store = EmbeddingStore(llama_params.store_path("tiny"))
     assert sorted(stored_ids(store)) == sorted(ids)
     assert np.abs(store.read(ids) - np.stack([reference[i] for i in ids])).max() <= 1e-4
 
@@ -102,7 +102,7 @@ def test_bad_shard_is_a_user_error(bad):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_embeddings(llama_project, reference):
     params = load_params(llama_project)
-    manifest = store_root(params, "tiny") / "manifest.json"
+    manifest = params.store_path("tiny") / "manifest.json"
     proc = start_slow_run(llama_project, sleep=0.5)
     try:
         deadline = time.time() + 120
@@ -114,11 +114,11 @@ def test_killed_run_resumes_to_the_same_embeddings(llama_project, reference):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
-    partial = EmbeddingStore(store_root(params, "tiny")).rows
+    partial = EmbeddingStore(params.store_path("tiny")).rows
     assert 0 < partial < 60
     resumed = embed(params, "tiny", progress=False)
     assert resumed.computed == 60 - partial and resumed.reused == partial
-    store = EmbeddingStore(store_root(params, "tiny"))
+    store = EmbeddingStore(params.store_path("tiny"))
     store.verify()
     ids = all_ids(params)
     assert sorted(stored_ids(store)) == sorted(ids)  # nothing missing, nothing twice
@@ -131,7 +131,7 @@ def test_two_concurrent_runs_both_finish_with_a_valid_store(llama_project, refer
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     params = load_params(llama_project)
-    store = EmbeddingStore(store_root(params, "tiny"))
+    store = EmbeddingStore(params.store_path("tiny"))
     store.verify()
     ids = all_ids(params)
     assert sorted(stored_ids(store)) == sorted(ids)
@@ -140,7 +140,7 @@ def test_two_concurrent_runs_both_finish_with_a_valid_store(llama_project, refer
 
 def test_damaged_shard_is_named_then_repaired_and_recomputed(llama_params):
     embed(llama_params, "tiny", progress=False)
-    store = EmbeddingStore(store_root(llama_params, "tiny"))
+    store = EmbeddingStore(llama_params.store_path("tiny"))
     bad = store.root / store.manifest["shards"][2]["file"]
     bad.write_bytes(bad.read_bytes()[:-200])
     with pytest.raises(RmpipeError, match=bad.name):
@@ -185,7 +185,7 @@ def test_embed_a_dataframe_for_scoring(llama_params):
     df = pl.DataFrame({"pair_id": [make_pair_id(p, r) for p, r in pairs],
                        "prompt": [p for p, _ in pairs], "response": [r for _, r in pairs]})
     assert embed(llama_params, "tiny", table=df, progress=False).computed == 2
-    out = EmbeddingStore(store_root(llama_params, "tiny")).read(df["pair_id"].to_list())
+    out = EmbeddingStore(llama_params.store_path("tiny")).read(df["pair_id"].to_list())
     assert out.shape == (2, 32)
     forged = df.with_columns(pl.Series("pair_id", ["0" * 32, df["pair_id"][1]]))
     with pytest.raises(RmpipeError, match="row 0, column pair_id: pair_id does not match"):
@@ -205,6 +205,6 @@ def test_smollm2_gguf_is_dequantised_once_and_embeds(tmp_path):
     write_feedback(params.table_path, make_pairs(4))
     assert embed(params, "tiny", progress=False).computed == 1
     assert (folder / "config.json").stat().st_mtime_ns == made  # loaded, not made again
-    store = EmbeddingStore(store_root(params, "tiny"))
+    store = EmbeddingStore(params.store_path("tiny"))
     assert store.manifest["spec"]["weights"].startswith("gguf:")
     assert np.isfinite(store.read(all_ids(params))).all()

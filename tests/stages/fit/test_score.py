@@ -42,7 +42,7 @@ def minilm_project(tmp_path):
 def test_score_embeds_only_what_the_store_lacks_and_matches_the_head(minilm_project, tmp_path):
     params = minilm_project
     folder = fit(params, "minilm", ["naive"], progress=False, log=lambda _: None)["naive"]
-    store = EmbeddingStore(Path(params.embed.store_dir) / "minilm")
+    store = EmbeddingStore(params.store_path("minilm"))
     rows_before = store.rows
     known = pl.read_parquet(params.table_path).select("prompt", "response").unique().head(5)
     new = pl.DataFrame({"prompt": ["How do I reset my router?"],
@@ -66,3 +66,21 @@ def test_score_embeds_only_what_the_store_lacks_and_matches_the_head(minilm_proj
     gz.write_bytes(gzip.compress(data.read_bytes()))
     zipped, _ = score(params, folder, gz, tmp_path / "zipped.csv", progress=False)
     assert np.allclose(pl.read_csv(zipped)["reward"].to_numpy(), result["reward"].to_numpy())
+
+
+def test_a_store_of_another_embedding_function_is_refused_by_score_and_evaluate(minilm_project, tmp_path):
+    from pipeline.errors import RmpipeError
+    from stages.evaluate.run import evaluate
+
+    params = minilm_project
+    folder = fit(params, "minilm", ["naive"], progress=False, log=lambda _: None)["naive"]
+    root = params.store_path("minilm")
+    other = EmbeddingStore.create(root, backbone="minilm", spec={"model": "another"}, dim=384, rebuild=True)
+    data = tmp_path / "pairs.csv"
+    pl.DataFrame({"prompt": ["Hi?"], "response": ["Hello."]}).write_csv(data)
+    out = tmp_path / "rewards.parquet"
+    with pytest.raises(RmpipeError, match=rf"trained on backbone 'minilm' .*spec {other.spec_hash}\); use a head"):
+        score(params, folder, data, out, progress=False)
+    assert not out.exists() and other.rows == 0  # refused before embedding or writing anything
+    with pytest.raises(RmpipeError, match="trained on backbone 'minilm'"):
+        evaluate(params, "minilm", log=lambda _: None)
