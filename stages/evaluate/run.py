@@ -90,6 +90,18 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     return table, stats
 
 
+def pu_truth(diag: dict, train: pl.DataFrame) -> dict:
+    """Implicit mode: the fit's c, π and mis-click rate beside the train split's truth (where
+    clean labels exist): ``c`` = share of good responses acted on, ``π`` = share good."""
+    est = {k: diag[k]["value"] for k in ("c", "prior", "misclick") if k in diag}
+    real = None
+    if train["label"].null_count() == 0 and train.height:
+        y, a = train["label"].to_numpy(), train["feedback"].fill_null(0).to_numpy()
+        real = {"prior": float(y.mean()), "c": float(a[y == 1].mean()) if (y == 1).any() else None,
+                "misclick": float(a[y == 0].mean()) if (y == 0).any() else None}
+    return {"estimated": est, "realised": real}
+
+
 def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
              dataset: str | None = None, log=None) -> dict[str, dict]:
     """Evaluate every fitted head of ``backbone`` on ``params.dataset``; return ``{method: report}``."""
@@ -132,6 +144,8 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             est = card["diagnostics"]["noise"]
             report["noise_rates"] = {"estimated": {k: est[k] for k in ("rho_pos", "rho_neg", "source")},
                                      "realised": truth_noise}
+        if "pu" in card["diagnostics"]:
+            report["pu"] = pu_truth(card["diagnostics"]["pu"], train)
         if truth is not None:
             report["propensity_vs_true"] = truth[1]
         reports[name] = report

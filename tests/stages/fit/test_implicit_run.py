@@ -75,3 +75,17 @@ def test_methods_and_params_of_the_other_kind_are_refused_by_name(tmp_path):
     write_table(no_e, params.table_path)
     sar = runner.invoke(app, ["fit", "--backbone", "toy", "--method", "sar", "--params", str(path)])
     assert sar.exit_code == 2 and "method sar needs the labelling propensity" in sar.stderr
+
+
+def test_evaluate_reports_c_and_prior_beside_the_truth(tmp_path):
+    from stages.evaluate.run import evaluate
+    from stages.fit.run import fit
+
+    params = implicit_project(tmp_path)
+    fit(params, "toy", ["scar", "nnpu"], progress=False, log=lambda _: None)
+    reports = evaluate(params, "toy", ["scar", "nnpu"], log=lambda _: None)
+    pu = reports["scar"]["pu"]
+    train = read_table(params.table_path).filter(pl.col("split") == "train")
+    y, a = train["label"].to_numpy(), train["feedback"].to_numpy()
+    assert pu["realised"]["prior"] == y.mean() and pu["realised"]["c"] == a[y == 1].mean()
+    assert set(pu["estimated"]) == {"c", "prior"}
