@@ -120,6 +120,9 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     X_test = store.read(test["pair_id"].to_list())
     X_train = store.read(train["pair_id"].to_list())
     observed = train["observed"].to_numpy()
+    implicit = any(h.card.get("feedback") == "implicit" for h in heads.values())
+    if implicit:  # every row is an impression: compare the acted-on rows with the rest instead
+        observed = train["feedback"].fill_null(0).to_numpy() == 1
     truth_noise = M.realised_noise(train["label"].fill_null(np.nan).to_numpy(),
                                    train["feedback"].fill_null(0).to_numpy(), observed) \
         if train["label"].null_count() < train.height else None
@@ -137,8 +140,10 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             "metrics": split_metrics(test, reward),
             "fit": {"val_guarded_risk": card["metrics"]["val_guarded_risk"], "guard": card["guard"]["mode"],
                     "runaway": card["runaway"]["detected"], "best_epoch": card["training"]["best_epoch"]},
-            "reward_mean": {"train_observed": float(train_rewards[name][observed].mean()) if observed.any() else None,
-                            "train_unobserved": float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
+            "reward_mean": {"train_acted" if implicit else "train_observed":
+                            float(train_rewards[name][observed].mean()) if observed.any() else None,
+                            "train_not_acted" if implicit else "train_unobserved":
+                            float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
         }
         if "noise" in card["diagnostics"] and card["uses"]["noise_rates"]:
             est = card["diagnostics"]["noise"]
