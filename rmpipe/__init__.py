@@ -1,0 +1,1 @@
+"""rmpipe's application layer: commands that sit above the stages (export, ...)."""
