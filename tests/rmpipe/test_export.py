@@ -163,3 +163,25 @@ def test_a_changed_backbone_spec_and_a_missing_model_are_refused(tiny_linear, tm
     finally:
         moved.rename(spec.model)
     assert not (tmp_path / "rm").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_smollm2_linear_head_exports_as_llama_and_matches_score(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+    params, head = make_project(tmp_path, "smollm2-135m", None, hidden=(), rows=120)
+    done = export(params, head, tmp_path / "rm")
+    assert (done.kind, done.architecture) == ("native", "LlamaForSequenceClassification")
+    expected = rmpipe_logits(params, head, PAIRS, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    seq = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    token = AutoModelForTokenClassification.from_pretrained(tmp_path / "rm").eval()
+    diffs = {}
+    for side in ("right", "left"):
+        batch = chat_batch(tok, PAIRS, side)
+        with torch.no_grad():
+            per_token = last_real(token(**batch).logits, batch["attention_mask"])
+        diffs[side] = (float(np.abs(exported_logits(seq, batch) - expected).max()),
+                       float(np.abs(per_token - expected).max()))
+    print(f"\nsmollm2-135m native export vs rmpipe score, max |diff| (seq, token): {diffs}")
+    assert max(max(d) for d in diffs.values()) <= TOL, diffs
