@@ -1,11 +1,15 @@
 """Benchmark: every method on real human labels under the paper's protocol, with seeds.
 
-For each shared set (hh-rlhf harmless-base, PandaLM, LLMBar) × backbone: simulate observational
+For each data set (the pairwise hh-rlhf harmless-base, PandaLM and LLMBar; the graded
+arena-bench-v1 and wmt-mqm-ted-ende; or a user's own rated file, ``--data file:PATH``) × backbone:
+simulate observational
 feedback (METHOD.md; α = 0.5, target 0.2, (rho_pos, rho_neg) ∈ {(0.1, 0.2), (0.2, 0.1)}), fit
 every method per seed (simulation, propensity folds and head all seeded alike) with the true
 noise rates and again with anchor-estimated ones, plus an ``oracle`` head — the same head on a
 copy with every row observed and ``feedback = label``, i.e. what no real user gives — and score
-each on the clean, fully observed test split. Then an α sweep of causalrm vs naive, and two
+each on the clean, fully observed test split — R², MAE, AUROC, and where a test prompt has
+several rated responses, best-of-N (the rating of the response each head ranks first, against a
+random pick and the best) and NDCG. Then an α sweep of causalrm vs naive, and two
 semi-synthetic worlds where the reward is learnable (:mod:`bench.worlds`). Debiased methods are
 reported as paired per-seed differences from naive with 95% t-intervals.
 
@@ -15,6 +19,8 @@ costs only the fits. Outputs: ``<out>/paper_protocol.{md,png,json}`` and a per-d
 
     .venv/bin/python bench/paper_protocol.py --quick            # minutes: smoke run
     .venv/bin/python bench/paper_protocol.py                    # full run (< 90 min on 2 cores)
+    .venv/bin/python bench/paper_protocol.py --datasets arena-bench-v1 wmt-mqm-ted-ende --backbones minilm --no-worlds
+    .venv/bin/python bench/paper_protocol.py --data file:my_rated.jsonl --column rating=stars --backbones minilm --no-worlds
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from bench.worlds import Draw, EmbeddingWorld, gaussian_draw, shared_draw, share
 from pipeline.config import FitParams, Params, load_params  # noqa: E402
 from pipeline.errors import RmpipeError  # noqa: E402
 
-DATASETS = ("hh-rlhf", "pandalm", "llmbar")
+PAIRWISE = ("hh-rlhf", "pandalm", "llmbar")  # the embedding world is built on these three
+GRADED = ("arena-bench-v1", "wmt-mqm-ted-ende")
+DATASETS = PAIRWISE + GRADED
 BACKBONES = ("minilm", "smollm2-135m")
 RHOS = ((0.1, 0.2), (0.2, 0.1))
 ALPHAS = (0.5, 0.7, 0.85, 1.0)
@@ -62,8 +70,13 @@ def score(draw: Draw, model) -> dict:
     m = M.label_metrics(draw.y_test, reward)
     out = {k: m.get(k) for k in ("r2", "mae", "rmse", "auroc", "pearson")}
     out["reward_mean"] = float(reward.mean())
-    if draw.comparison_test is not None:
+    if draw.comparison_test is not None and any(c is not None for c in draw.comparison_test):
         out["pairwise"] = M.pairwise_accuracy(draw.comparison_test, draw.rating_test, reward)["pairwise_accuracy"]
+    if draw.group_test is not None and draw.rating_test is not None:
+        bon = M.best_of_n(draw.group_test, draw.rating_test, reward)
+        if bon.get("bon_groups"):
+            out.update({k: bon[k] for k in ("bon_pick", "bon_random", "bon_best", "bon_gap_closed")})
+            out["ndcg"] = M.ndcg(draw.group_test, draw.rating_test, reward)
     return out
 
 
@@ -89,6 +102,8 @@ def run_draw(draw: Draw, fp: FitParams, methods, *, estimated: bool, oracle: boo
             diag["prop_auc_true_p"] = float(roc_auc_score(draw.observed[tr], draw.propensity_true[tr]))
     if "feedback_model" in nuisance.diagnostics:
         diag["feedback_auc"] = nuisance.diagnostics["feedback_model"]["oof_auc"]
+    if "propensity_trust" in nuisance.diagnostics:  # the fit's own "don't trust the correction" flag
+        diag["trust_flag"] = bool(nuisance.diagnostics["propensity_trust"]["flag"])
 
     fits = []
 
@@ -163,7 +178,7 @@ def job_key(job: dict) -> str:
 
 
 # --- embeddings ----------------------------------------------------------------------------
-def load_embeddings(params: Params, backbone: str, datasets) -> tuple[dict[str, int], np.ndarray, dict]:
+def load_embeddings(params: Params, backbone: str, datasets, columns=None) -> tuple[dict[str, int], np.ndarray, dict]:
     """Embed what the store lacks (stage one, once), then read every pair of ``datasets``.
     Returns (pair_id -> row, matrix, {dataset: prepared frame of seed 0})."""
     import polars as pl
@@ -172,7 +187,7 @@ def load_embeddings(params: Params, backbone: str, datasets) -> tuple[dict[str, 
     from stages.embed.run import embed
     from stages.prepare.run import build
 
-    frames = {d: build(shared_params(params, d, 0.5, RHOS[0], 0), where=f"bench:{d}")[0] for d in datasets}
+    frames = {d: build(shared_params(params, d, 0.5, RHOS[0], 0, columns), where=f"bench:{d}")[0] for d in datasets}
     pairs = pl.concat([f.select("pair_id", "prompt", "response") for f in frames.values()]).unique(
         subset="pair_id", keep="first", maintain_order=True)
     t0 = time.perf_counter()
@@ -192,7 +207,12 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 15 epochs, α ∈ {0.5, 1.0}, N=10,000")
     ap.add_argument("--backbones", nargs="*", default=None, help=f"default: {' '.join(BACKBONES)} (quick: minilm); none: Gaussian world only")
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument("--datasets", nargs="+", default=None, choices=DATASETS,
+                    help=f"default: {' '.join(DATASETS)} (with --data: none)")
+    ap.add_argument("--data", action="append", default=[], metavar="file:PATH",
+                    help="a rated file of your own (parquet, jsonl, jsonl.gz, csv; needs a rating or label column)")
+    ap.add_argument("--column", action="append", default=[], metavar="CONTRACT=YOURS",
+                    help="--data's column mapping, as `rmpipe prepare --column` (repeatable)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 5; quick 2)")
     ap.add_argument("--max-epochs", type=int, default=None, help="head epochs cap (default 60; quick 15)")
     ap.add_argument("--patience", type=int, default=10)
@@ -206,6 +226,16 @@ def parse(argv=None):
     ap.add_argument("--resume", action="store_true", help="reuse draws already in <out>/records.jsonl")
     ap.add_argument("--report-only", action="store_true", help="rewrite the tables and figure from <out>/paper_protocol.json")
     args = ap.parse_args(argv)
+    for d in args.data:
+        if not d.startswith("file:"):
+            ap.error(f"--data {d}: expected file:PATH")
+    bad = [c for c in args.column if "=" not in c]
+    if bad:
+        ap.error(f"--column {bad[0]}: expected CONTRACT=YOURS")
+    args.columns = dict(c.split("=", 1) for c in args.column)
+    if args.datasets is None:
+        args.datasets = [] if args.data else list(DATASETS)
+    args.datasets = list(args.datasets) + list(args.data)
     q = args.quick
     if args.backbones is None:
         args.backbones = ["minilm"] if q else list(BACKBONES)
@@ -297,12 +327,13 @@ def make_draw(job: dict, args, params: Params, cache: dict) -> Draw:
     if backbone not in cache:
         log(f"embeddings: {backbone}")
         cache.clear()  # one backbone's matrices at a time
-        cache[backbone] = load_embeddings(params, backbone, DATASETS if not args.no_worlds else args.datasets)
+        need = list(dict.fromkeys(args.datasets + ([] if args.no_worlds else list(PAIRWISE))))
+        cache[backbone] = load_embeddings(params, backbone, need, args.columns)
     X_of, X, frames = cache[backbone]
     if job["world"] == "real":
-        return shared_draw(params, job["dataset"], alpha, rho, seed, X_of, X)
+        return shared_draw(params, job["dataset"], alpha, rho, seed, X_of, X, args.columns)
     if "world" not in cache:
-        rows = [(f"{d}:{g}", c and f"{d}:{c}", X_of[p]) for d, f in frames.items()
+        rows = [(f"{d}:{g}", c and f"{d}:{c}", X_of[p]) for d, f in frames.items() if d in PAIRWISE
                 for g, c, p in zip(f["group_id"], f["comparison_id"], f["pair_id"])]
         groups, comparisons, idx = zip(*rows)
         cache["world"] = EmbeddingWorld.build(X[np.array(idx)], groups, comparisons)

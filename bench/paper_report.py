@@ -16,8 +16,10 @@ import numpy as np
 
 from stages.fit.noise import WEAK_AUC
 
-METRICS = ("r2", "auroc", "pearson", "pairwise")
-LABELS = {"r2": "R²", "auroc": "AUROC", "pearson": "Pearson", "pairwise": "pair acc"}
+METRICS = ("r2", "auroc", "pearson", "pairwise", "mae", "bon_pick", "bon_gap_closed", "ndcg")
+LOWER_IS_BETTER = ("mae",)
+LABELS = {"r2": "R²", "auroc": "AUROC", "pearson": "Pearson", "pairwise": "pair acc", "mae": "MAE",
+          "bon_pick": "best-of-N pick", "bon_gap_closed": "best-of-N gap closed", "ndcg": "NDCG"}
 NOTES = {"oracle": " *(clean labels: no real user)*", "causalrm_true_p": " *(true propensity: no real log)*"}
 SETTING = ("part", "world", "dataset", "backbone", "rho", "alpha")
 ORDER = ("oracle", "naive", "ips", "dr", "noise", "causalrm", "causalrm_dr", "causalrm_true_p")
@@ -70,7 +72,7 @@ class Results:
         self.records = records
         self.by = defaultdict(lambda: defaultdict(dict))
         for row in flatten(records):
-            for m in (*METRICS, "mae", "epochs"):
+            for m in (*METRICS, "bon_random", "bon_best", "epochs"):
                 self.by[(_setting(row), row["rates"], row["method"])][m][row["seed"]] = row.get(m)
         self.settings = list(dict.fromkeys(_setting(r) for r in flatten(records)))
 
@@ -96,14 +98,29 @@ def _title(s) -> str:
     return f"{dataset} / {backbone}"
 
 
+def _graded(res: Results, settings) -> bool:
+    """Whether best-of-N was measured in any of ``settings`` (test prompts with several ratings)."""
+    return any(res.get(s, "true", "naive", "bon_pick") for s in settings)
+
+
 def table_methods(res: Results, settings, rates: str) -> list[str]:
     out = []
     groups = defaultdict(list)
     for s in settings:
         groups[_title(s)].append(s)
     for title, ss in groups.items():
-        out += [f"#### {title}", "", "| (rho_pos, rho_neg) | method | R² | share of headroom | AUROC | Pearson | pair acc | MAE | epochs |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        graded = _graded(res, ss)
+        head = "| (rho_pos, rho_neg) | method | R² | share of headroom | AUROC | Pearson | pair acc | MAE |"
+        keys = ["auroc", "pearson", "pairwise", "mae"]
+        if graded:
+            head += " best-of-N pick | gap closed | NDCG |"
+            keys += ["bon_pick", "bon_gap_closed", "ndcg"]
+            rnd, best = (_ms(res.get(ss[0], "true", "naive", k).values(), 2) for k in ("bon_random", "bon_best"))
+            out += [f"#### {title}", "", f"Best-of-N on the test prompts: a random pick has mean rating {rnd}, "
+                    f"the best response {best}.", ""]
+        else:
+            out += [f"#### {title}", ""]
+        out += [head + " epochs |", "|---" * (head.count("|")) + "|"]
         for s in ss:
             for m in res.methods(s, rates):
                 if rates == "estimated" and m in ("ips", "dr"):
@@ -111,26 +128,32 @@ def table_methods(res: Results, settings, rates: str) -> list[str]:
                 name = m + NOTES.get(m, "")
                 cells = [_ms(res.get(s, rates, m, k).values()) for k in ("r2",)]
                 cells.append(res.headroom(s, rates, m))
-                cells += [_ms(res.get(s, rates, m, k).values()) for k in ("auroc", "pearson", "pairwise", "mae")]
+                cells += [_ms(res.get(s, rates, m, k).values()) for k in keys]
                 cells.append(_ms(res.get(s, rates, m, "epochs").values(), 0))
                 out.append(f"| ({s[4].replace('/', ', ')}) | {name} | " + " | ".join(cells) + " |")
         out.append("")
     return out
 
 
+def gain(res: Results, setting, rates: str, method: str, metric: str):
+    """Paired gain of ``method`` over naive on ``metric``, signed so that positive is better."""
+    a, b = res.get(setting, rates, method, metric), res.get(setting, rates, "naive", metric)
+    return paired(b, a) if metric in LOWER_IS_BETTER else paired(a, b)
+
+
 def table_paired(res: Results, settings, rates: str,
                  methods=("ips", "dr", "noise", "causalrm", "causalrm_dr", "causalrm_true_p")) -> list[str]:
-    out = ["| setting | method | ΔR² [95% CI] | wins | ΔAUROC [95% CI] | ΔPearson [95% CI] | Δpair acc [95% CI] |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| setting | method | ΔR² [95% CI] | wins | −ΔMAE [95% CI] | ΔAUROC [95% CI] | Δpair acc [95% CI] | "
+           "Δbest-of-N pick [95% CI] | ΔNDCG [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
         for m in methods:
             if m not in res.methods(s, rates):
                 continue
-            ps = {k: paired(res.get(s, rates, m, k), res.get(s, rates, "naive", k)) for k in METRICS}
+            ps = {k: gain(res, s, rates, m, k) for k in METRICS}
             wins = f"{ps['r2'][2]}/{ps['r2'][3]}" if ps["r2"] else "–"
             alpha = f", α={s[5]:g}" if s[0] == "alpha" or s[5] != 0.5 else ""
-            out.append(f"| {_title(s)} ({s[4]}{alpha}) | {m} | {_ci(ps['r2'])} | {wins} | {_ci(ps['auroc'])} | "
-                       f"{_ci(ps['pearson'])} | {_ci(ps['pairwise'])} |")
+            out.append(f"| {_title(s)} ({s[4]}{alpha}) | {m} | {_ci(ps['r2'])} | {wins} | {_ci(ps['mae'])} | "
+                       f"{_ci(ps['auroc'])} | {_ci(ps['pairwise'])} | {_ci(ps['bon_pick'])} | {_ci(ps['ndcg'])} |")
     return out + [""]
 
 
@@ -184,13 +207,49 @@ def verdicts(res: Results, settings, rates: str = "true") -> list[str]:
         p = paired(res.get(s, rates, "causalrm"), res.get(s, rates, "naive"))
         if p is None:
             continue
-        word = "beats" if p[0] - p[1] > 0 else "loses to" if p[0] + p[1] < 0 else "ties with"
-        line = f"- {_title(s)} ({s[4]}): causalrm {word} naive on R² ({_ci(p)}, {p[2]}/{p[3]} seeds)"
+        line = f"- {_title(s)} ({s[4]}): causalrm {_word(p)} naive on R² ({_ci(p)}, {p[2]}/{p[3]} seeds)"
+        for metric in ("mae", "bon_pick"):
+            q = gain(res, s, rates, "causalrm", metric)
+            if q is not None:
+                line += f"; {_word(q)} on {LABELS[metric]} ({_ci(q)})"
         if aucs.get(s, 1.0) < WEAK_AUC:
             line += (f" — *weak anchors* (feedback-model AUC {aucs[s]:.2f} < {WEAK_AUC}): rates not "
                      f"identified, the gain is shrinkage toward the base rate")
         out.append(line)
     return out
+
+
+def _word(p) -> str:
+    return "beats" if p[0] - p[1] > 0 else "loses to" if p[0] + p[1] < 0 else "ties with"
+
+
+def trust_flag(records: list[dict], settings) -> list[str]:
+    """How well ``rmpipe fit``'s propensity-trust flag (computed without clean labels) separates
+    the draws where causalrm beat naive on R² (true rates) from those where it did not."""
+    by = {_setting(_job(r)): [] for r in records}
+    for rec in records:
+        fits = {f["method"]: f for f in rec["fits"] if f["rates"] == "true"}
+        if "trust_flag" in rec["diag"] and "causalrm" in fits and "naive" in fits:
+            by[_setting(_job(rec))].append((rec["diag"]["trust_flag"], fits["causalrm"]["r2"] > fits["naive"]["r2"]))
+    rows, cells = [], defaultdict(int)
+    for s in settings:
+        pairs = by.get(s, [])
+        if not pairs:
+            continue
+        flagged = sum(f for f, _ in pairs)
+        won = sum(w for _, w in pairs)
+        for f, w in pairs:
+            cells[(f, w)] += 1
+        rows.append(f"| {_title(s)} ({s[4]}) | {flagged}/{len(pairs)} | {won}/{len(pairs)} |")
+    n = sum(cells.values())
+    if not n:
+        return ["No draw recorded the flag.", ""]
+    right = cells[(True, False)] + cells[(False, True)]
+    return ["| setting | draws flagged | draws where causalrm beat naive (R²) |", "|---|---|---|", *rows, "",
+            f"Over {n} draws: flagged and lost {cells[(True, False)]}, flagged but won {cells[(True, True)]}, "
+            f"not flagged and won {cells[(False, True)]}, not flagged but lost {cells[(False, False)]}: the flag "
+            f"agrees with the outcome in **{right}/{n} = {right / n:.0%}** of draws (a flag is right when "
+            f"causalrm then does not beat naive).", ""]
 
 
 def figure(res: Results, path: Path) -> None:
@@ -270,6 +329,10 @@ def write(records: list[dict], meta: dict, out: Path) -> Path:
         "Propensity AUC of the cross-fitted model against `o` on the train split, beside the AUC the true "
         "propensity itself reaches (the ceiling); ESS = (Σw)²/Σw² of w = o/p̂ (clip 0.1).", "",
         *table_nuisance(records, real + worlds),
+        "## When not to trust the correction: the fit's flag against the outcome", "",
+        "The flag is `rmpipe fit`'s propensity-trust diagnostic, computed from the training log alone "
+        "(no clean labels); the outcome uses the clean test split.", "",
+        *trust_flag(records, real + worlds),
         "## α sweep: causalrm vs naive", "", *table_alpha(res),
         "## Semi-synthetic worlds", "",
         "`all shared texts`: every row of the three shared sets, a known five-level reward "

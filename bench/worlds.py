@@ -44,6 +44,7 @@ class Draw:
     comparison_test: list | None
     realised: dict  # realised observation and flip rates on the train split
     propensity_true: np.ndarray | None = None  # train and val rows
+    group_test: list | None = None  # the test rows' prompts: best-of-N and NDCG rank within them
 
     @property
     def train(self) -> np.ndarray:
@@ -67,24 +68,35 @@ def _from_frame(df: pl.DataFrame, X_of: dict[str, int], X_all: np.ndarray) -> Dr
                 rating_test=test["rating"].to_numpy(), comparison_test=test["comparison_id"].to_list(),
                 realised=realised_rates(observed[tr], feedback[tr], label[tr],
                                         None if p_true is None else p_true[tr]),
-                propensity_true=p_true)
+                propensity_true=p_true, group_test=test["group_id"].to_list())
 
 
-def shared_params(base: Params, dataset: str, alpha: float, rho: tuple[float, float], seed: int) -> Params:
-    """``base`` with the shared set ``dataset`` simulated at ``alpha``/``rho`` with ``seed``
-    (the split seed stays the base's, so every draw scores the same clean test rows)."""
+def source_of(dataset: str, columns: dict[str, str] | None = None) -> SourceParams:
+    """A benchmark data set by name: a shared set, or ``file:PATH`` (a user's rated file, with
+    ``columns`` mapping contract names to the file's own)."""
+    if dataset.startswith("file:"):
+        return SourceParams(kind="file", path=dataset[len("file:"):], columns=dict(columns or {}))
+    return SourceParams(kind="shared", name=dataset)
+
+
+def shared_params(base: Params, dataset: str, alpha: float, rho: tuple[float, float], seed: int,
+                  columns: dict[str, str] | None = None) -> Params:
+    """``base`` with the data set ``dataset`` (shared set or ``file:PATH``) simulated at
+    ``alpha``/``rho`` with ``seed`` (the split seed stays the base's, so every draw scores the
+    same clean test rows)."""
     pp = base.prepare
     sim = dataclasses.replace(pp.simulate, enabled=True, alpha=alpha, rho_pos=rho[0], rho_neg=rho[1], seed=seed)
-    return dataclasses.replace(base, dataset=dataset, prepare=dataclasses.replace(
-        pp, source=SourceParams(kind="shared", name=dataset), simulate=sim))
+    name = dataset if not dataset.startswith("file:") else "user-file"
+    return dataclasses.replace(base, dataset=name, prepare=dataclasses.replace(
+        pp, source=source_of(dataset, columns), simulate=sim))
 
 
 def shared_draw(base: Params, dataset: str, alpha: float, rho: tuple[float, float], seed: int,
-                X_of: dict[str, int], X_all: np.ndarray) -> Draw:
-    """A real shared set through the pipeline's own prepare stage, in memory."""
+                X_of: dict[str, int], X_all: np.ndarray, columns: dict[str, str] | None = None) -> Draw:
+    """A real data set through the pipeline's own prepare stage, in memory."""
     from stages.prepare.run import build
 
-    df, _ = build(shared_params(base, dataset, alpha, rho, seed), where=f"bench:{dataset}")
+    df, _ = build(shared_params(base, dataset, alpha, rho, seed, columns), where=f"bench:{dataset}")
     return _from_frame(df, X_of, X_all)
 
 

@@ -1,7 +1,9 @@
-"""The real human-labelled sets in ``../shared/data`` (read in place, never copied).
+"""The real labelled sets in ``../shared/data`` (read in place, never copied).
 
-Every comparison without a tie gives two rows (preferred rating 1, other 0) sharing a
-``comparison_id``; ``group_id`` is the prompt. One split each, so they go 60/20/20.
+Pairwise sets (hh-rlhf, PandaLM, LLMBar): every comparison without a tie gives two rows
+(preferred rating 1, other 0) sharing a ``comparison_id``. Graded sets (arena-bench-v1,
+wmt-mqm-ted-ende): one row per response with its grade. ``group_id`` is always the prompt. One
+split each, so they go 60/20/20.
 The location is ``$RMPIPE_SHARED_DATA`` or ``../shared/data`` beside the repository.
 """
 
@@ -10,10 +12,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 from pipeline.errors import RmpipeError
-from stages.prepare.sources import Drops, Loaded, comparison, frame, hh_comparison
+from stages.prepare.sources import Drops, Loaded, comparison, frame, hh_comparison, is_blank
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +29,7 @@ def shared_root() -> Path:
 def _need(path: Path) -> Path:
     if not path.exists():
         raise RmpipeError(f"{path}: shared data not found (set RMPIPE_SHARED_DATA to the folder "
-                          "that holds hh-rlhf/, pandalm-testset/ and llmbar/)")
+                          "that holds hh-rlhf/, pandalm-testset/, llmbar/, arena-bench-v1/ and wmt-mqm-ted-ende/)")
     return path
 
 
@@ -121,3 +124,102 @@ def load_shared(name: str | None, where: str = "params") -> Loaded:
         raise RmpipeError(f"{where}: prepare.source.name: unknown shared set {name!r} "
                           f"(expected one of {', '.join(SHARED)})")
     return SHARED[key](shared_root())
+
+
+# --- graded sets: one row per response, group_id = the prompt ---------------------------------
+def _jsonl_gz(path: Path):
+    with gzip.open(_need(path), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _grade(value) -> float | None:
+    """A judge's grade as a number (the files hold strings like ``'7'``; None if missing)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def arena_bench(root: Path) -> Loaded:
+    """arena-bench-v1: 300 Chatbot Arena prompts x 15 models, each answer graded 1-10 by GPT-4
+    against a reference. Answers joined to judgments on (question_id, model); answers without
+    a parsable grade, empty answers and prompts are dropped and counted."""
+    base = root / "arena-bench-v1"
+    prompts = {q["question_id"]: q["turns"][0] for q in _jsonl_gz(base / "question.jsonl.gz")}
+    grades = {}
+    for path in sorted(_need(base / "model_judgment").glob("*.jsonl.gz")):
+        for rec in _jsonl_gz(path):
+            grades[(rec["question_id"], rec["model"])] = _grade(rec.get("score"))
+    drops, rows = Drops(), []
+    for path in sorted(_need(base / "model_answer").glob("*.jsonl.gz")):
+        for rec in _jsonl_gz(path):
+            key = (rec["question_id"], rec["model_id"])
+            prompt, answer = prompts.get(key[0]), rec["choices"][0]["turns"][0]
+            grade = grades.get(key)
+            if key not in grades:
+                drops.add("no judgment for the answer")
+            elif grade is None:
+                drops.add("grade missing (the judge's text did not parse)")
+            elif is_blank(prompt):
+                drops.add("empty prompt")
+            elif is_blank(answer):
+                drops.add("empty response")
+            else:
+                rows.append({"prompt": prompt, "response": answer, "rating": grade,
+                             "comparison_id": None})
+    return Loaded(frame(rows), "shared:arena-bench-v1 (300 Arena prompts x 15 models, GPT-4 "
+                  "grades 1-10)", "Apache-2.0 (lmarena/arena-hard-auto)", (1.0, 10.0),
+                  "rating = GPT-4's 1-10 grade against a GPT-4 reference (an AI rating)",
+                  dict(drops), where=str(base))
+
+
+_SPAN = re.compile(r"</?v>")
+
+
+def _tsv_lines(path: Path):
+    with gzip.open(_need(path), "rt", encoding="utf-8", newline="") as fh:
+        next(fh)  # header
+        for line in fh:
+            yield line.rstrip("\n")
+
+
+def wmt_mqm(root: Path) -> Loaded:
+    """WMT21 MQM, TED talks en->de: 529 segments x 14 translations (13 systems and the human
+    reference), rating = the raters' mean MQM score (0 perfect, down to -25; higher is better,
+    so used as is). Texts come from the error-span file with the ``<v>`` marks stripped;
+    unrated segments are dropped and counted."""
+    base = root / "wmt-mqm-ted-ende"
+    texts: dict[tuple[str, str], tuple[str, str]] = {}
+    for line in _tsv_lines(base / "mqm_ted_ende.tsv.gz"):
+        system, _doc, _doc_id, seg, _rater, source, target = line.split("\t")[:7]
+        system = "ref-A" if system == "ref" else system  # the scores file's name for it
+        texts.setdefault((system, seg), (_SPAN.sub("", source), _SPAN.sub("", target)))
+    drops, rows = Drops(), []
+    for line in _tsv_lines(base / "mqm_ted_ende.avg_seg_scores.tsv.gz"):
+        system, rest = line.split("\t")
+        score, seg = rest.split(" ")
+        if score == "None":
+            drops.add("segment not rated")
+            continue
+        if (system, seg) not in texts:
+            drops.add("no text for the rated segment")
+            continue
+        source, target = texts[(system, seg)]
+        if is_blank(source) or is_blank(target):
+            drops.add("empty source or translation")
+            continue
+        rows.append({"prompt": f"Translate to German: {source}", "response": target,
+                     "rating": float(score), "comparison_id": None})
+    return Loaded(frame(rows), "shared:wmt-mqm-ted-ende (WMT21 MQM, TED en->de, 14 translations "
+                  "per segment)", "Apache-2.0 (google/wmt-mqm-human-evaluation)", (-25.0, 0.0),
+                  "rating = mean MQM score of professional raters (0 = no errors; higher is better)",
+                  dict(drops), where=str(base))
+
+
+SHARED.update({"arena-bench-v1": arena_bench, "wmt-mqm-ted-ende": wmt_mqm})
+ALIASES.update({"arena-bench": "arena-bench-v1", "arena": "arena-bench-v1", "wmt-mqm": "wmt-mqm-ted-ende",
+                "wmt": "wmt-mqm-ted-ende"})

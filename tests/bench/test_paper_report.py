@@ -25,3 +25,31 @@ def test_verdicts_mark_weak_anchors_only_with_estimated_rates():
     assert "causalrm beats naive" in estimated["strong"] and "weak anchors" not in estimated["strong"]
     true = verdicts(res, res.settings, "true")
     assert all("loses to naive" in line and "weak anchors" not in line for line in true)
+
+
+def test_mae_gain_is_signed_so_lower_error_wins():
+    records = []
+    for seed in range(3):
+        job = dict(part="main", world="real", dataset="graded", backbone="minilm", rho=[0.1, 0.2], alpha=0.5, seed=seed)
+        fits = [dict(method="naive", rates="true", r2=0.1, mae=0.40 + 0.01 * seed, bon_pick=5.0 + seed),
+                dict(method="causalrm", rates="true", r2=0.2 + 0.01 * seed, mae=0.30, bon_pick=4.0 + seed)]
+        records.append({"job": job, "fits": fits, "diag": {}})
+    res = Results(records)
+    line = verdicts(res, res.settings, "true")[0]
+    assert "causalrm beats naive on R²" in line
+    assert "beats on MAE" in line and "loses to on best-of-N pick" in line
+
+
+def test_trust_flag_agreement_counts_draws():
+    from bench.paper_report import trust_flag
+
+    records = []
+    for seed, (flag, won) in enumerate([(True, False), (True, False), (True, True), (False, True), (False, False)]):
+        job = dict(part="main", world="real", dataset="d", backbone="b", rho=[0.1, 0.2], alpha=0.5, seed=seed)
+        fits = [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=0.1 if won else -0.1)]
+        records.append({"job": job, "fits": fits, "diag": {"trust_flag": flag}})
+    res = Results(records)
+    text = "\n".join(trust_flag(records, res.settings))
+    assert "| d / b (0.1/0.2) | 3/5 | 2/5 |" in text
+    assert "flagged and lost 2, flagged but won 1, not flagged and won 1, not flagged but lost 1" in text
+    assert "3/5 = 60%" in text
