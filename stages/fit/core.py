@@ -19,7 +19,8 @@ from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
-from stages.fit.propensity import PropensityModel, check_clip_min, clip, diagnostics, logged_propensity
+from stages.fit.propensity import (PropensityModel, check_clip_min, clip, diagnostics, logged_propensity,
+                                   propensity_trust, trust_warning)
 from stages.fit.train import RiskRows, TrainResult, train_head
 
 PU_MESSAGE = ("this mode (positive-only feedback such as clicks or copies) needs "
@@ -120,6 +121,10 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
             out.propensity_model = model
             out.diagnostics["propensity"] = diagnostics(model.oof_, data.observed[train_rows],
                                                         prop.clip_min, f"{prop.model}, {prop.folds}-fold cross-fitted")
+            trust = propensity_trust(data.observed[train_rows], model.oof_, data.feedback[train_rows], prop.clip_min)
+            out.diagnostics["propensity_trust"] = trust
+            if trust_warning(trust):
+                warnings.warn(trust_warning(trust), stacklevel=2)
     if need_h:
         seen = np.flatnonzero(data.train & data.observed)
         h = CrossFitClassifier(noise.model, prop.folds, noise.c, prop.seed).fit(Z, data.feedback[seen], seen)
