@@ -15,7 +15,8 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="data/prepared/<dataset>/ (overrides params)"),
 ) -> None:
     """Compare fitted heads with clean labels on the test split: R², MAE, RMSE, MSE, AUROC,
-    Pearson, pairwise accuracy, Spearman; writes reports/<dataset>/<backbone>/ and plots."""
+    Pearson, pairwise accuracy, Spearman, best-of-N and NDCG within prompts' groups; writes
+    reports/<dataset>/<backbone>/ and plots."""
     from pipeline.config import load_params
     from stages.evaluate.run import evaluate as run_evaluate, format_table
 

@@ -79,3 +79,22 @@ def reward_distributions(rewards: dict[str, np.ndarray], observed: np.ndarray, p
     fig.suptitle(title or "reward distributions on training rows", fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def best_of_n(reports: dict[str, dict], path: Path, title: str = "") -> Path:
+    """Mean clean rating of each head's best-of-N pick, between the random pick and the best
+    possible (the same test groups for every method, so two lines)."""
+    plt = pyplot()
+    names = [n for n, r in reports.items() if r["metrics"].get("bon_groups")]
+    m = [reports[n]["metrics"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(3.2, 0.7 * len(names) + 1.5), 3.4))
+    ax.bar(range(len(names)), [x["bon_pick"] for x in m], color="C0", label="head's pick")
+    for key, style, label in (("bon_random", "--", "random pick"), ("bon_best", "-", "best possible")):
+        ax.axhline(m[0][key], color="k", ls=style, lw=1, label=label)
+    lo = min([m[0]["bon_random"]] + [x["bon_pick"] for x in m])
+    ax.set_ylim(lo - 0.15 * (m[0]["bon_best"] - lo + 1e-9), m[0]["bon_best"] + 0.05 * (m[0]["bon_best"] - lo + 1e-9))
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("mean clean rating of the pick")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title + ': ' if title else ''}best-of-N over {m[0]['bon_groups']} test groups", fontsize=10)
+    return save_png(fig, path)

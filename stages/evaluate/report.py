@@ -32,24 +32,41 @@ def collect(params: Params) -> dict[str, dict[str, dict]]:
     return found
 
 
+TITLES = {"r2": "R2", "mae": "MAE", "bon_pick": "best-of-N pick"}
+
+
 def _cell(value) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _trust(report: dict) -> str:
+    """The fit's "don't trust the correction" flag, for heads that use the propensity."""
+    trust = report.get("propensity_trust")
+    return "–" if trust is None else "FLAG" if trust["flag"] else "ok"
 
 
 def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
     lines = [f"# rmpipe report: {params.dataset}", "",
              "Metrics of each head's reward on the clean, fully observed test split "
              "(R² / MAE / RMSE against clean labels; pairwise accuracy over comparisons; "
-             "Spearman against ratings). Heads were trained and early-stopped without clean labels.", ""]
+             "Spearman against ratings; best-of-N: the mean clean rating of the response each head "
+             "ranks first in a prompt's group, the share of the best − random gap it closes, and "
+             "NDCG). Heads were trained and early-stopped without clean labels. "
+             "\"propensity trust\" is the fit's own flag, computed without clean labels, for the "
+             "heads that weight by the propensity.", ""]
     for backbone, by_method in reports.items():
         cols = present(by_method.values())
-        lines += [f"## {backbone}", "", "| method | " + " | ".join(cols) + " | guard | best epoch |",
-                  "|---|" + "---:|" * len(cols) + "---|---:|"]
+        lines += [f"## {backbone}", "", "| method | " + " | ".join(cols) + " | guard | best epoch | propensity trust |",
+                  "|---|" + "---:|" * len(cols) + "---|---:|---|"]
         for method, r in by_method.items():
             fit = r.get("fit", {})
             guard = fit.get("guard", "–") + (" (runaway)" if fit.get("runaway") else "")
             lines.append(f"| {method} | " + " | ".join(_cell(r["metrics"].get(c)) for c in cols)
-                         + f" | {guard} | {fit.get('best_epoch', '–')} |")
+                         + f" | {guard} | {fit.get('best_epoch', '–')} | {_trust(r)} |")
+        bon = next((r["metrics"] for r in by_method.values() if r["metrics"].get("bon_groups")), None)
+        if bon:
+            lines += ["", f"Best-of-N over {bon['bon_groups']} test groups: a random pick's mean rating "
+                          f"{_cell(bon['bon_random'])}, the best possible {_cell(bon['bon_best'])}."]
         noise = next((r["noise_rates"] for r in by_method.values() if r.get("noise_rates")), None)
         if noise:
             est, real = noise["estimated"], noise.get("realised") or {}
@@ -65,27 +82,33 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
         if prop:
             lines += ["", f"Propensity vs the simulation's truth: MAE {_cell(prop.get('mae_vs_true'))}, "
                           f"Pearson {_cell(prop.get('pearson_vs_true'))}."]
+        trust = next((r["propensity_trust"] for r in by_method.values() if r.get("propensity_trust")), None)
+        if trust:
+            lines += ["", f"Propensity trust ({'FLAG' if trust['flag'] else 'ok'}): {trust['reason']}."]
         lines += ["", f"Plots: `{params.dataset}/plots/{backbone}/`.", ""]
-    lines += [f"![R² and MAE by method and backbone]({params.dataset}.png)", ""]
+    lines += [f"![R², MAE (and best-of-N) by method and backbone]({params.dataset}.png)", ""]
     return "\n".join(lines)
 
 
 def figure(reports: dict[str, dict[str, dict]], path: Path) -> Path:
-    """R² and MAE per method, one bar group per backbone."""
+    """R² and MAE per method (and the best-of-N pick where groups allow), one bar group per backbone."""
     import numpy as np
 
     plt = pyplot()
     methods = list(dict.fromkeys(m for by in reports.values() for m in by))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = ["r2", "mae"] + (["bon_pick"] if any(r["metrics"].get("bon_groups") for by in reports.values()
+                                                  for r in by.values()) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     width = 0.8 / max(len(reports), 1)
-    for ax, metric in zip(axes, ("r2", "mae")):
+    for ax, metric in zip(axes, panels):
         for k, (backbone, by_method) in enumerate(reports.items()):
             values = [by_method.get(m, {}).get("metrics", {}).get(metric) for m in methods]
             ax.bar(np.arange(len(methods)) + k * width, [np.nan if v is None else v for v in values],
                    width, label=backbone)
         ax.set_xticks(np.arange(len(methods)) + width * (len(reports) - 1) / 2, methods, rotation=30, ha="right")
-        ax.set_title(f"{metric.upper()} on the clean test split")
-        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"{TITLES[metric]} on the clean test split")
+        if metric != "bon_pick":  # a rating scale has no meaningful zero
+            ax.axhline(0, color="k", lw=0.5)
     axes[0].legend(fontsize=8)
     return save_png(fig, path)
 

@@ -65,13 +65,18 @@ def split_metrics(df: pl.DataFrame, reward: np.ndarray) -> dict:
     if df["comparison_id"].null_count() < df.height:
         target = np.where(rated, rating, np.where(has, lab.astype(float) if has.any() else 0.0, np.nan))
         out.update(M.pairwise_accuracy(df["comparison_id"].to_list(), target, reward))
+    if rated.sum() >= 2:
+        groups, ratings = df["group_id"].to_list(), df["rating"].fill_null(np.nan).to_numpy()
+        bon = M.best_of_n(groups, ratings, reward)
+        if bon["bon_groups"]:
+            out.update(bon, ndcg=M.ndcg(groups, ratings, reward))
     return out
 
 
 def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> tuple[list[dict], dict] | None:
     """Reload the head's propensity model (no pickle) and compare it with ``propensity_true``."""
     from stages.fit.artifacts import load_nuisance
-    from stages.fit.propensity import calibration_bins
+    from stages.fit.propensity import truth_bins
 
     if df["propensity_true"].null_count() == df.height:
         return None
@@ -83,7 +88,7 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     p_hat = propensity.predict(Z)
     true = df["propensity_true"].fill_null(np.nan).to_numpy()
     ok = ~np.isnan(true)
-    table = calibration_bins(p_hat[ok], true[ok], bins, name="true_mean")
+    table = truth_bins(p_hat[ok], true[ok], bins)
     stats = {"mae_vs_true": float(np.mean(np.abs(p_hat[ok] - true[ok]))),
              "pearson_vs_true": float(np.corrcoef(p_hat[ok], true[ok])[0, 1]) if np.std(true[ok]) > 0 else None,
              "note": "mean of the fold models on training rows (in-sample for 1 - 1/K of them)"}
@@ -153,11 +158,15 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             report["pu"] = pu_truth(card["diagnostics"]["pu"], train)
         if truth is not None:
             report["propensity_vs_true"] = truth[1]
+        if card["uses"]["propensity"] and "propensity_trust" in card["diagnostics"]:
+            report["propensity_trust"] = card["diagnostics"]["propensity_trust"]
         reports[name] = report
         write_json(out_dir / f"{name}.json", report)
     fig_dir, title = plots_dir(params, backbone), f"{params.dataset} / {backbone}"
     plots.method_comparison(reports, fig_dir / "methods.png", title)
     plots.reward_distributions(train_rewards, observed, fig_dir / "reward_distributions.png", title)
+    if any(r["metrics"].get("bon_groups") for r in reports.values()):
+        plots.best_of_n(reports, fig_dir / "best_of_n.png", title)
     if with_p is not None:
         plots.propensity_calibration(with_p.card["diagnostics"]["propensity"]["calibration"],
                                      fig_dir / "propensity_calibration.png",

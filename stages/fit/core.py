@@ -20,7 +20,8 @@ from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs, check_kind
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
-from stages.fit.propensity import PropensityModel, check_clip_min, clip, diagnostics, logged_propensity
+from stages.fit.propensity import (PropensityModel, check_clip_min, clip, diagnostics, logged_propensity,
+                                   propensity_trust, trust_warning)
 from stages.fit.pu import PUNuisance, fit_pu
 from stages.fit.train import RiskRows, TrainResult, train_head
 
@@ -139,6 +140,10 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
             out.propensity_model = model
             out.diagnostics["propensity"] = diagnostics(model.oof_, data.observed[train_rows],
                                                         prop.clip_min, f"{prop.model}, {prop.folds}-fold cross-fitted")
+            trust = propensity_trust(data.observed[train_rows], model.oof_, data.feedback[train_rows], prop.clip_min)
+            out.diagnostics["propensity_trust"] = trust
+            if trust_warning(trust):
+                warnings.warn(trust_warning(trust), stacklevel=2)
     if need_h:
         seen = np.flatnonzero(data.train & data.observed)
         h = CrossFitClassifier(noise.model, prop.folds, noise.c, prop.seed).fit(Z, data.feedback[seen], seen)

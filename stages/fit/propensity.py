@@ -65,22 +65,44 @@ def logged_propensity(logged: np.ndarray, clip_min: float, where: str = "propens
     return clip(logged, clip_min)
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Count-weighted mean |mean(p) − mean(y)| over equal-width bins of ``p``."""
-    edges = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
-    err = 0.0
-    for b in range(bins):
-        m = edges == b
-        if m.any():
-            err += m.sum() * abs(p[m].mean() - y[m].mean())
-    return float(err / max(len(p), 1))
+def quantile_bin_ids(p: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Each row's bin under ``calibration_curve(strategy="quantile")`` (its own rule, so the row
+    counts and the truth curve share the bins of the ECE and the plot)."""
+    edges = np.percentile(p, np.linspace(0, 100, bins + 1))
+    return np.searchsorted(edges[1:-1], p)
 
 
-def calibration_bins(p: np.ndarray, y: np.ndarray, bins: int = 10, name: str = "observed_rate") -> list[dict]:
-    """Quantile bins of ``p``: mean predicted vs mean ``y`` (as ``name``), for calibration plots."""
-    order = np.argsort(p, kind="stable")
-    return [{"p_mean": float(p[idx].mean()), name: float(y[idx].mean()), "rows": int(len(idx))}
-            for idx in np.array_split(order, bins) if len(idx)]
+def calibration_bins(p: np.ndarray, o: np.ndarray, bins: int = 10) -> list[dict]:
+    """Quantile bins of ``p`` (scikit-learn's ``calibration_curve``): mean predicted vs observed
+    rate and rows per bin — the one binning of the card's ECE and the calibration plot."""
+    from sklearn.calibration import calibration_curve
+
+    p, o = np.asarray(p, dtype=float), np.asarray(o, dtype=int)
+    if len(p) == 0:
+        return []
+    rate, mean_p = calibration_curve(o, p, n_bins=bins, strategy="quantile")
+    rows = np.bincount(quantile_bin_ids(p, bins), minlength=bins)
+    return [{"p_mean": float(a), "observed_rate": float(b), "rows": int(n)}
+            for a, b, n in zip(mean_p, rate, rows[rows > 0])]
+
+
+def truth_bins(p: np.ndarray, true: np.ndarray, bins: int = 10) -> list[dict]:
+    """The same bins of ``p``, with the mean true propensity (simulation only: a continuous
+    target, which ``calibration_curve`` does not take)."""
+    p, true = np.asarray(p, dtype=float), np.asarray(true, dtype=float)
+    ids = quantile_bin_ids(p, bins)
+    return [{"p_mean": float(p[ids == b].mean()), "true_mean": float(true[ids == b].mean()),
+             "rows": int((ids == b).sum())} for b in np.unique(ids)]
+
+
+def expected_calibration_error(p: np.ndarray, o: np.ndarray, bins: int = 10) -> float:
+    """Row-weighted mean |mean(p) − rate(o)| over :func:`calibration_bins`."""
+    return _ece(calibration_bins(p, o, bins))
+
+
+def _ece(table: list[dict]) -> float:
+    total = sum(b["rows"] for b in table)
+    return float(sum(b["rows"] * abs(b["p_mean"] - b["observed_rate"]) for b in table) / max(total, 1))
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
@@ -98,6 +120,7 @@ def diagnostics(p_raw: np.ndarray, observed: np.ndarray, clip_min: float, source
     in_range = np.clip(p_raw, 0, 1)
     w = o / p
     ess = effective_sample_size(w)
+    table = calibration_bins(in_range, o)
     return {
         "source": source,
         "rows": int(len(o)),
@@ -105,11 +128,73 @@ def diagnostics(p_raw: np.ndarray, observed: np.ndarray, clip_min: float, source
         "p_mean": float(np.mean(p_raw)),
         "auc": float(roc_auc_score(o, p_raw)) if 0 < o.sum() < len(o) else None,
         "brier": float(brier_score_loss(o, in_range)),
-        "ece": expected_calibration_error(in_range, o),
+        "ece": _ece(table),
         "clip_min": clip_min,
         "share_clipped": float(np.mean(np.asarray(p_raw) < clip_min)),
         "weight_max": float(w.max()) if len(w) else 0.0,
         "ess": ess,
         "ess_share_of_observed": ess / max(float(o.sum()), 1.0),
-        "calibration": calibration_bins(in_range, o),
+        "calibration": table,
     }
+
+
+# --- when not to trust the correction (no clean labels needed) ----------------------------
+# The propensity model "cannot see the selection" when it barely ranks observed rows above
+# unobserved ones. AUC 0.6 is the line the feedback classifier's anchors use too (noise.WEAK_AUC):
+# below it the out-of-fold p̂ is mostly its own noise.
+BLIND_AUC = 0.6
+# Kish ESS ≥ 95% of the observed rows means the weights' coefficient of variation is ≤ 0.23
+# (ESS/n = 1 / (1 + cv²)): the weighted loss is within a few percent of the naive one.
+FLAT_ESS = 0.95
+# Observed feedback more than 15 points from an even split (outside 35%–65% positive) says the
+# feedback was selected on, or the labels are skewed; without clean labels the two look alike,
+# and either way there is something a correction would have to undo.
+SKEWED_FEEDBACK = 0.15
+TRUST_ADVICE = ("try a stronger backbone, log propensities at serving time (propensity_logged), "
+                "add covariates that drive feedback (fit.propensity.covariates), or collect feedback "
+                "on a small random sample of requests")
+
+
+def propensity_trust(observed: np.ndarray, p_hat_oof: np.ndarray, feedback: np.ndarray,
+                     clip_min: float = 0.1) -> dict:
+    """Whether the propensity correction can be trusted, from training rows alone: ``flag`` when
+    the observed feedback is skewed (|positive share − 0.5| > SKEWED_FEEDBACK) yet the
+    out-of-fold ``p̂`` cannot see who gave it (AUC < BLIND_AUC, or weights so flat that
+    ESS / observed > FLAT_ESS, so nothing is corrected). ``feedback`` is read on observed rows only.
+    Returns ``{flag, auc, ess_ratio, feedback_balance, reason}`` (balance = positive share)."""
+    from sklearn.metrics import roc_auc_score
+
+    o = np.asarray(observed, dtype=bool)
+    p_raw = np.asarray(p_hat_oof, dtype=float)
+    n_obs = int(o.sum())
+    out = {"flag": False, "auc": None, "ess_ratio": None, "feedback_balance": None, "reason": ""}
+    if n_obs == 0 or n_obs == len(o):
+        out["reason"] = "no selection to correct: " + ("no row" if n_obs == 0 else "every row") + " is observed"
+        return out
+    auc = float(roc_auc_score(o, p_raw))
+    ess_ratio = effective_sample_size(o / clip(p_raw, clip_min)) / n_obs
+    balance = float(np.mean(np.asarray(feedback, dtype=float)[o]))
+    out.update(auc=auc, ess_ratio=ess_ratio, feedback_balance=balance)
+    blind = [f"its out-of-fold AUC for who gave feedback is {auc:.2f} < {BLIND_AUC}"] if auc < BLIND_AUC else []
+    if ess_ratio > FLAT_ESS:
+        blind.append(f"the weights' ESS is {ess_ratio:.0%} of the observed rows (> {FLAT_ESS:.0%}): "
+                     "they correct almost nothing")
+    skewed = abs(balance - 0.5) > SKEWED_FEEDBACK
+    out["flag"] = bool(blind) and skewed
+    if out["flag"]:
+        out["reason"] = (f"the propensity model cannot see the selection: {'; '.join(blind)}, while the "
+                         f"observed feedback is {balance:.0%} positive")
+    elif blind:
+        out["reason"] = (f"propensity weak ({'; '.join(blind)}) but the observed feedback is balanced "
+                         f"({balance:.0%} positive): nothing says the selection needs correcting")
+    else:
+        out["reason"] = f"the propensity model sees the selection (AUC {auc:.2f}, ESS {ess_ratio:.0%} of observed)"
+    return out
+
+
+def trust_warning(trust: dict) -> str | None:
+    """The one-line warning ``rmpipe fit`` prints when :func:`propensity_trust` flags."""
+    if not trust["flag"]:
+        return None
+    return (f"do not trust the propensity correction (ips, dr, causalrm): {trust['reason']}, so those "
+            f"heads may do no better than naive; {TRUST_ADVICE}")
