@@ -16,6 +16,7 @@ from stages.evaluate.run import evaluate
 from stages.fit.run import fit
 
 
+@pytest.mark.slow
 def test_evaluate_writes_reports_and_plots(project):
     fit(project, "toy", ["naive", "causalrm"], progress=False, log=lambda _: None)
     reports = evaluate(project, "toy", log=lambda _: None)
@@ -29,7 +30,12 @@ def test_evaluate_writes_reports_and_plots(project):
     assert est["source"] == "anchors" and real["rho_neg"] == pytest.approx(0.2, abs=0.08)
     assert saved["propensity_vs_true"]["pearson_vs_true"] > 0.3
     assert "noise_rates" not in reports["naive"]
-    for name in ("methods", "propensity_calibration", "reward_distributions"):
+    # the toy world's prompts hold two rated responses each: best-of-2 over the test prompts
+    assert m["bon_groups"] > 0 and m["bon_random"] <= m["bon_pick"] <= m["bon_best"]
+    assert 0 < m["ndcg"] <= 1 and m["bon_gap_closed"] > 0
+    trust = saved["propensity_trust"]  # the fit's flag, for the head that weights by the propensity
+    assert trust["flag"] is False and trust["auc"] > 0.6 and "propensity_trust" not in reports["naive"]
+    for name in ("methods", "propensity_calibration", "reward_distributions", "best_of_n"):
         assert open(f"{project.evaluate.reports_dir}/toy/plots/toy/{name}.png", "rb").read(4) == b"\x89PNG"
     assert sorted(p.name for p in Path(out).iterdir()) == ["causalrm.json", "naive.json"]  # JSON only: DVC metrics
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import RmpipeError
 from stages.fit.nuisance import CrossFitClassifier, Features
-from stages.fit.propensity import (PropensityModel, diagnostics, effective_sample_size,
+from stages.fit.propensity import (PropensityModel, calibration_bins, diagnostics, effective_sample_size,
                                    expected_calibration_error, logged_propensity)
 
 
@@ -87,3 +87,14 @@ def test_logistic_c_none_picks_the_grid_value_with_the_best_out_of_fold_log_loss
     signal = LogisticClassifier(c=None).fit(X, (X[:, 0] + 0.3 * rng.standard_normal(400) > 0).astype(int))
     assert noise_only.c_ == min(C_GRID) and signal.c_ > min(C_GRID)
     assert LogisticClassifier.from_arrays(signal.to_arrays()).c_ == signal.c_
+
+
+def test_calibration_bins_and_ece_share_one_binning_by_hand():
+    # 10 rows at p = .2 (5 observed) and 10 at p = .6 (6 observed): two quantile bins
+    p = np.r_[np.full(10, 0.2), np.full(10, 0.6)]
+    o = np.r_[np.ones(5), np.zeros(5), np.ones(6), np.zeros(4)]
+    bins = calibration_bins(p, o)
+    assert [(b["p_mean"], b["observed_rate"], b["rows"]) for b in bins] == \
+        [pytest.approx((0.2, 0.5, 10)), pytest.approx((0.6, 0.6, 10))]
+    assert expected_calibration_error(p, o) == pytest.approx((10 * 0.3 + 10 * 0.0) / 20)
+    assert diagnostics(p, o, 0.1, "hand")["ece"] == pytest.approx(0.15)
