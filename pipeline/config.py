@@ -36,6 +36,23 @@ class SourceParams:
     licence: str | None = None  # kind=file: the licence of your logs, recorded beside the table
 
 
+FEEDBACK_KINDS = ("explicit", "implicit")
+
+
+@dataclass(frozen=True)
+class ImplicitSimParams:
+    """Implicit mode's simulation (METHOD.md, "Implicit feedback"): the good responses are acted
+    on with the explicit protocol's propensity; ``rho_neg`` adds mis-clicks on bad ones."""
+
+    rho_neg: float = 0.0  # P(a = 1 | y = 0)
+    log_propensity: bool = False  # write the true labelling propensity as propensity_logged
+
+    def __post_init__(self):
+        if isinstance(self.rho_neg, bool) or not isinstance(self.rho_neg, (int, float)) \
+                or not 0 <= self.rho_neg < 1:
+            raise RmpipeError(f"prepare.simulate.implicit.rho_neg must be in [0, 1), got {self.rho_neg!r}")
+
+
 @dataclass(frozen=True)
 class SimulateParams:
     """The paper's protocol (METHOD.md): propensity from the rating, then label noise."""
@@ -47,6 +64,7 @@ class SimulateParams:
     rho_neg: float = 0.2
     shape: str = "monotone"
     seed: int = 0
+    implicit: ImplicitSimParams = field(default_factory=ImplicitSimParams)  # prepare.feedback: implicit
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,12 @@ class PrepareParams:
     source: SourceParams = field(default_factory=SourceParams)
     simulate: SimulateParams = field(default_factory=SimulateParams)
     split: SplitParams = field(default_factory=SplitParams)
+    feedback: str = "explicit"  # explicit (observed + 0/1 feedback) | implicit (clicks: 1 acted, 0 not)
+
+    def __post_init__(self):
+        if self.feedback not in FEEDBACK_KINDS:
+            raise RmpipeError(f"prepare.feedback must be one of {', '.join(FEEDBACK_KINDS)}, "
+                              f"got {self.feedback!r}")
 
 
 # --- embed ---------------------------------------------------------------------------------
@@ -143,6 +167,31 @@ class GuardParams:
 
 
 @dataclass(frozen=True)
+class PUParams:
+    """Implicit mode's nuisance quantities (METHOD.md, "Implicit feedback"): each given, or None
+    to estimate it. ``c``: the constant labelling frequency of scar (Elkan & Noto's e1 on a
+    held-out classifier of the action); ``prior``: the class prior π of upu/nnpu (from ``c``:
+    π = P(a = 1) / c); ``rho_neg``: the mis-click rate of sar_noise (None: the low quantile
+    ``q`` of that classifier, an anchor estimate)."""
+
+    c: float | None = None
+    prior: float | None = None
+    rho_neg: float | None = 0.0
+    q: float = 0.03
+    model: str = "logistic"  # the classifier g(x) ≈ P(a = 1 | x)
+
+    def __post_init__(self):
+        for key in ("c", "prior"):
+            value = getattr(self, key)
+            if value is not None and not 0 < value <= 1:
+                raise RmpipeError(f"fit.pu.{key} must be in (0, 1] or null, got {value!r}")
+        if self.rho_neg is not None and not 0 <= self.rho_neg < 1:
+            raise RmpipeError(f"fit.pu.rho_neg must be in [0, 1) or null, got {self.rho_neg!r}")
+        if not 0 < self.q < 0.5:
+            raise RmpipeError(f"fit.pu.q must be in (0, 0.5), got {self.q!r}")
+
+
+@dataclass(frozen=True)
 class FitParams:
     methods: tuple[str, ...] = ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr")
     heads_dir: str = "cache/heads"
@@ -151,6 +200,7 @@ class FitParams:
     imputation: ImputationParams = field(default_factory=ImputationParams)
     head: HeadParams = field(default_factory=HeadParams)
     guard: GuardParams = field(default_factory=GuardParams)
+    pu: PUParams = field(default_factory=PUParams)
 
 
 # --- evaluate ------------------------------------------------------------------------------

@@ -194,8 +194,7 @@ class EmbeddingStore:
             rows = [r for r, pid in enumerate(ids) if pid in wanted]
             if not rows:
                 continue
-            col = self._read_shard(shard, ["embedding"])["embedding"].combine_chunks()
-            values = col.values.to_numpy(zero_copy_only=False).reshape(len(ids), dim)
+            values = self._shard_values(shard, dim)
             for r in rows:
                 out[wanted.pop(ids[r])] = values[r]
         if wanted:
@@ -203,6 +202,17 @@ class EmbeddingStore:
             raise RmpipeError(f"{self.root}: {len(missing)} pair_id(s) not embedded, e.g. "
                               f"{missing[0]} (run `rmpipe embed --backbone {self.backbone}`)")
         return out
+
+    def iter_shards(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(pair_ids, embeddings)`` shard by shard: one pass over the whole store in the memory
+        of one shard (the server reads it once at start-up)."""
+        manifest = self.manifest
+        for shard in manifest["shards"]:
+            yield self._shard_ids(shard), self._shard_values(shard, int(manifest["dim"]))
+
+    def _shard_values(self, shard: dict, dim: int) -> np.ndarray:
+        col = self._read_shard(shard, ["embedding"])["embedding"].combine_chunks()
+        return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
 
     def verify(self) -> None:
         """Check every shard against the manifest (exists, size, checksum, row count)."""

@@ -125,3 +125,20 @@ def test_removed_then_restored_backbone_embeds_nothing(project):
     project.edit_params(lambda p: p["embed"].update(backbones=["tiny", "tiny-mean"]))
     project.repro()
     assert sorted(store.glob("*.parquet")) == shards
+
+
+def test_implicit_mode_is_a_params_switch(project):
+    """prepare.feedback: implicit on a second dataset: the same graph prepares clicks, embeds
+    nothing new (same pairs), fits implicit heads and reports them; the explicit heads stay."""
+    before = project.digest("cache/heads/tiny/default")
+    project.edit_params(lambda p: (p["prepare"].update(feedback="implicit"), p.update(dataset="default-implicit"),
+                                   p["embed"].update(backbones=["tiny"]),
+                                   p["fit"].update(methods=["pu_naive", "nnpu"])))
+    ran = project.repro()
+    assert {"prepare", "fit@tiny-pu_naive", "fit@tiny-nnpu", "evaluate@tiny", "report"} <= ran
+    side = yaml.safe_load((project.root / "data/prepared/default-implicit/simulation.json").read_text())
+    assert side["feedback_kind"] == "implicit" and side["feedback"]["realised"]["prior"] > 0
+    card = yaml.safe_load((project.root / "cache/heads/tiny/default-implicit/nnpu/card.json").read_text())
+    assert card["feedback"] == "implicit" and card["guard"]["mode"] == "nonnegative"
+    assert "| nnpu |" in (project.root / "reports/default-implicit.md").read_text()
+    assert project.digest("cache/heads/tiny/default") == before

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, spec_hash
 from stages.embed import backbones
 
 
@@ -89,6 +91,37 @@ def make_backend(spec: BackboneSpec, path: str):
 
     return HFBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=spec.dtype,
                      device=spec.device, batch_tokens=spec.batch_tokens, revision=spec.revision)
+
+
+class Embedder:
+    """A backbone's embedding function held in memory, for callers that embed pairs as they come
+    (``rmpipe serve``) rather than a table into the store. ``spec_hash`` is the store key its
+    vectors belong to (the same function :func:`embed` runs), known before :meth:`load`."""
+
+    def __init__(self, params: Params, backbone: str):
+        self.spec = params.backbone(backbone)
+        backbones.check_spec(backbone, self.spec)
+        self.resolved = backbones.resolve(self.spec, params.embed.models_dir)
+        self.spec_hash = spec_hash(backbones.function_spec(self.spec, self.resolved.weights))
+        self.backend = self.encoder = None
+
+    def load(self) -> None:
+        from stages.embed.text import PairEncoder
+
+        self.backend = make_backend(self.spec, self.resolved.path)
+        self.encoder = PairEncoder(self.backend.tokenizer, self.spec.max_tokens, self.spec.chat_template)
+
+    def special_tokens(self) -> tuple[str, ...]:
+        """The tokenizer's end-of-sequence and padding strings."""
+        tok = self.backend.tokenizer
+        return tuple(t for t in (tok.eos_token, tok.pad_token) if isinstance(t, str) and t)
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """Embeddings (n, dim) float32 of canonical prompts and responses, in their order."""
+        if self.backend is None:
+            self.load()
+        enc = self.encoder.encode(prompts, responses)
+        return self.backend.encode(enc.ids, enc.type_ids)
 
 
 def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:

@@ -73,6 +73,11 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
             lines += ["", f"Noise rates used ({est.get('source')}): rho_pos {_cell(est.get('rho_pos'))}, "
                           f"rho_neg {_cell(est.get('rho_neg'))}; realised in the training rows: "
                           f"rho_pos {_cell(real.get('rho_pos'))}, rho_neg {_cell(real.get('rho_neg'))}."]
+        pu = next((r["pu"] for r in by_method.values() if r.get("pu")), None)
+        if pu:
+            est, real = pu["estimated"], pu.get("realised") or {}
+            lines += ["", "Implicit feedback, estimated (realised in the training rows): " + "; ".join(
+                f"{k} {_cell(v)} ({_cell(real.get(k))})" for k, v in est.items()) + "."]
         prop = next((r["propensity_vs_true"] for r in by_method.values() if r.get("propensity_vs_true")), None)
         if prop:
             lines += ["", f"Propensity vs the simulation's truth: MAE {_cell(prop.get('mae_vs_true'))}, "

@@ -95,6 +95,18 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     return table, stats
 
 
+def pu_truth(diag: dict, train: pl.DataFrame) -> dict:
+    """Implicit mode: the fit's c, π and mis-click rate beside the train split's truth (where
+    clean labels exist): ``c`` = share of good responses acted on, ``π`` = share good."""
+    est = {k: diag[k]["value"] for k in ("c", "prior", "misclick") if k in diag}
+    real = None
+    if train["label"].null_count() == 0 and train.height:
+        y, a = train["label"].to_numpy(), train["feedback"].fill_null(0).to_numpy()
+        real = {"prior": float(y.mean()), "c": float(a[y == 1].mean()) if (y == 1).any() else None,
+                "misclick": float(a[y == 0].mean()) if (y == 0).any() else None}
+    return {"estimated": est, "realised": real}
+
+
 def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
              dataset: str | None = None, log=None) -> dict[str, dict]:
     """Evaluate every fitted head of ``backbone`` on ``params.dataset``; return ``{method: report}``."""
@@ -113,6 +125,9 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     X_test = store.read(test["pair_id"].to_list())
     X_train = store.read(train["pair_id"].to_list())
     observed = train["observed"].to_numpy()
+    implicit = any(h.card.get("feedback") == "implicit" for h in heads.values())
+    if implicit:  # every row is an impression: compare the acted-on rows with the rest instead
+        observed = train["feedback"].fill_null(0).to_numpy() == 1
     truth_noise = M.realised_noise(train["label"].fill_null(np.nan).to_numpy(),
                                    train["feedback"].fill_null(0).to_numpy(), observed) \
         if train["label"].null_count() < train.height else None
@@ -130,13 +145,17 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             "metrics": split_metrics(test, reward),
             "fit": {"val_guarded_risk": card["metrics"]["val_guarded_risk"], "guard": card["guard"]["mode"],
                     "runaway": card["runaway"]["detected"], "best_epoch": card["training"]["best_epoch"]},
-            "reward_mean": {"train_observed": float(train_rewards[name][observed].mean()) if observed.any() else None,
-                            "train_unobserved": float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
+            "reward_mean": {"train_acted" if implicit else "train_observed":
+                            float(train_rewards[name][observed].mean()) if observed.any() else None,
+                            "train_not_acted" if implicit else "train_unobserved":
+                            float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
         }
         if "noise" in card["diagnostics"] and card["uses"]["noise_rates"]:
             est = card["diagnostics"]["noise"]
             report["noise_rates"] = {"estimated": {k: est[k] for k in ("rho_pos", "rho_neg", "source")},
                                      "realised": truth_noise}
+        if "pu" in card["diagnostics"]:
+            report["pu"] = pu_truth(card["diagnostics"]["pu"], train)
         if truth is not None:
             report["propensity_vs_true"] = truth[1]
         if card["uses"]["propensity"] and "propensity_trust" in card["diagnostics"]:

@@ -207,7 +207,9 @@ def load_head(folder: str | Path) -> Head:
         raise RmpipeError(f"{folder}: head format {card.get('format_version')}, expected {FORMAT_VERSION}")
     with safe_open(str(folder / WEIGHTS), framework="pt") as f:
         config = json.loads(f.metadata()["config"])
-    model = RewardHead(config["in_dim"], config["hidden"], config["activation"], config["dropout"])
+    # heads written before "bias" was recorded always had an output bias
+    model = RewardHead(config["in_dim"], config["hidden"], config["activation"], config["dropout"],
+                       bias=config.get("bias", True))
     model.load_state_dict(load_file(folder / WEIGHTS))
     model.eval()
     return Head(folder, model, card)

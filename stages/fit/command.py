@@ -13,7 +13,7 @@ from pipeline.errors import RmpipeError
 
 def fit(
     backbone: str = typer.Option(..., help="backbone name (params.yaml backbones:)"),
-    method: Optional[List[str]] = typer.Option(None, help="naive | ips | dr | noise | causalrm | causalrm_dr (repeatable)"),
+    method: Optional[List[str]] = typer.Option(None, help="explicit: naive | ips | dr | noise | causalrm | causalrm_dr; implicit: pu_naive | scar | upu | nnpu | sar | sar_noise (repeatable)"),
     all_methods: bool = typer.Option(False, "--all", help="every method in fit.methods"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
     dataset: Optional[str] = typer.Option(None, help="data/prepared/<dataset>/ (overrides params)"),

@@ -8,6 +8,7 @@ reads clean labels: :class:`FitInputs` has no place for them.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -16,21 +17,23 @@ import numpy as np
 from pipeline.config import FitParams
 from pipeline.errors import RmpipeError
 from stages.fit.imputation import impute
-from stages.fit.methods import Method, RowInputs
+from stages.fit.methods import Method, RowInputs, check_kind
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
 from stages.fit.propensity import (PropensityModel, check_clip_min, clip, diagnostics, logged_propensity,
                                    propensity_trust, trust_warning)
+from stages.fit.pu import PUNuisance, fit_pu
 from stages.fit.train import RiskRows, TrainResult, train_head
 
-PU_MESSAGE = ("this mode (positive-only feedback such as clicks or copies) needs "
-              "positive-unlabelled learning, which rmpipe does not do yet")
+PU_MESSAGE = ("positive-only feedback such as clicks or copies is implicit feedback: set "
+              "prepare.feedback: implicit (positive-unlabelled mode) and re-run prepare")
 
 
 @dataclass
 class FitInputs:
     """Train and val rows: embeddings, split, ``o``, ``ỹ`` (0 where unobserved), optional
-    covariate columns and logged propensities, and ids to name rows in messages."""
+    covariate columns and logged propensities, and ids to name rows in messages. ``kind``
+    implicit: ``feedback`` is the action ``a`` on every row and ``observed`` is not used."""
 
     X: np.ndarray
     split: np.ndarray
@@ -40,10 +43,13 @@ class FitInputs:
     propensity_logged: np.ndarray | None = None
     ids: list[str] | None = None
     where: str = "fit"
+    kind: str = "explicit"
 
     def __post_init__(self):
         self.split = np.asarray(self.split).astype(str)
         self.observed = np.asarray(self.observed, dtype=bool)
+        if self.kind == "implicit":
+            self.observed = np.ones(len(self.observed), dtype=bool)
         self.feedback = np.where(self.observed, np.nan_to_num(np.asarray(self.feedback, dtype=float)), 0).astype(np.int8)
         if self.X.ndim != 2:
             raise RmpipeError(f"{self.where}: embeddings must be a 2-d array, got shape {self.X.shape}")
@@ -59,6 +65,15 @@ class FitInputs:
             raise RmpipeError(f"{self.where}: NaN or infinite embedding for {name} "
                               f"({int(bad.sum())} row(s) in all); re-embed them")
         seen = self.observed & self.train
+        if self.kind == "implicit":
+            acted = self.feedback[self.train]
+            if not self.train.any() or acted.sum() == 0:
+                raise RmpipeError(f"{self.where}: no row in the train split has feedback 1: nothing was "
+                                  "acted on, so there is nothing to learn from")
+            if acted.all():
+                raise RmpipeError(f"{self.where}: every row in the train split has feedback 1: implicit "
+                                  "mode needs impressions that were not acted on")
+            return
         if not seen.any():
             raise RmpipeError(f"{self.where}: no observed rows in the train split: there is no "
                               "feedback to learn from")
@@ -87,12 +102,16 @@ class Nuisance:
     propensity_model: PropensityModel | None = None
     feedback_model: CrossFitClassifier | None = None
     diagnostics: dict = field(default_factory=dict)
+    pu: PUNuisance | None = None  # implicit feedback's quantities (stages.fit.pu)
 
 
 def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
     """Fit what ``methods`` need, once, on the train split; predict it for every row."""
     prop, noise = params.propensity, params.noise
     check_clip_min(prop.clip_min)
+    check_kind(methods, data.kind, data.where)
+    if data.kind == "implicit":
+        return _fit_implicit(data, params, methods)
     need_p = any(m.needs_propensity for m in methods)
     need_rates = any(m.needs_rates for m in methods)
     need_h = any(m.needs_imputation for m in methods) or (need_rates and noise.rho_pos is None)
@@ -154,6 +173,20 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
     return out
 
 
+def _fit_implicit(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
+    """Implicit mode: the PU quantities (and the action classifier, saved as the feedback model)."""
+    prop = params.propensity
+    out = Nuisance()
+    out.features = Features(prop.pca_dim, tuple(prop.covariates), prop.seed).fit(
+        data.X, data.columns, np.flatnonzero(data.train))
+    out.pu = fit_pu(data, out.features.transform(data.X, data.columns), params, methods)
+    out.feedback_model = out.pu.model
+    if out.pu.model is None:
+        out.features = None
+    out.diagnostics["pu"] = out.pu.diagnostics
+    return out
+
+
 def imputation_target(method: Method, configured: str) -> str | None:
     """What ``method`` imputes: nothing, the configured target, or — for plain dr, which knows
     nothing of noise — the noisy label it also trains on."""
@@ -169,9 +202,11 @@ def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_
     target = imputation_target(method, configured_target)
     if target is not None:
         imputed = impute(nuisance.noisy_score, target, nuisance.rates)
+    pu = nuisance.pu or PUNuisance()
     rows = RowInputs(data.observed, data.feedback, nuisance.propensity, imputed,
                      nuisance.rates.rho_pos if nuisance.rates else None,
-                     nuisance.rates.rho_neg if nuisance.rates else None)
+                     nuisance.rates.rho_neg if nuisance.rates else None,
+                     split=data.split, labelling=pu.labelling, c=pu.c, prior=pu.prior, misclick=pu.misclick)
     a1, a0 = method.coefficients(rows)
     out = []
     for mask in (data.train, data.val):
@@ -184,7 +219,15 @@ def fit_method(data: FitInputs, nuisance: Nuisance, method: Method, params: FitP
                progress: bool = False):
     """Train ``method``'s head; returns ``(model, TrainResult)``."""
     train, val = method_rows(data, nuisance, method, params.imputation.target)
-    return train_head(data.X, train, val, params.head, params.guard, progress=progress, desc=method.name)
+    return train_head(data.X, train, val, params.head, method_guard(method, params.guard),
+                      progress=progress, desc=method.name)
+
+
+def method_guard(method: Method, guard):
+    """fit.guard, unless the method fixes it (upu trains plain, nnpu guarded, by definition)."""
+    if method.guard is None:
+        return guard
+    return dataclasses.replace(guard, nonnegative=method.guard == "nonnegative")
 
 
 def fit_arrays(data: FitInputs, params: FitParams, methods: list[Method], progress: bool = False

@@ -1,6 +1,11 @@
 """The reward head: a small MLP on the frozen embedding, ``D → 256 → 64 → 1`` with LeakyReLU by
 default (METHOD.md, "The head"; the reference's architecture). Its output is a logit ``f(e)``;
-the reward is ``σ(f)``."""
+the reward is ``σ(f)``.
+
+``hidden: []`` makes a *linear* head, ``f(e) = w·e``, with no bias: a Llama-family
+``*ForSequenceClassification`` has a bias-free ``score`` layer, so a linear head without one
+exports as exactly that layer and the exported model's output equals rmpipe's logit (``rmpipe
+export``). An MLP keeps its biases."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ ACTIVATIONS = {"leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "gelu": nn.GELU, "ta
 
 class RewardHead(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 64),
-                 activation: str = "leaky_relu", dropout: float = 0.0):
+                 activation: str = "leaky_relu", dropout: float = 0.0, bias: bool | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise RmpipeError(f"fit.head.activation must be one of {', '.join(ACTIVATIONS)}, "
@@ -25,8 +30,9 @@ class RewardHead(nn.Module):
             raise RmpipeError(f"fit.head.dropout must be in [0, 1), got {dropout!r}")
         if in_dim < 1 or any(h < 1 for h in hidden):
             raise RmpipeError(f"fit.head: layer sizes must be positive, got {in_dim} -> {list(hidden)}")
+        bias = bool(hidden) if bias is None else bool(bias)  # the output layer's bias
         self.config = {"in_dim": int(in_dim), "hidden": [int(h) for h in hidden],
-                       "activation": activation, "dropout": float(dropout)}
+                       "activation": activation, "dropout": float(dropout), "bias": bias}
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
@@ -34,7 +40,7 @@ class RewardHead(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, 1, bias=bias))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

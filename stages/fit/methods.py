@@ -1,4 +1,5 @@
-"""The methods registry: naive, ips, dr, noise, causalrm, causalrm_dr (METHOD.md, "Losses").
+"""The methods registry: naive, ips, dr, noise, causalrm, causalrm_dr (METHOD.md, "Losses"), and
+for implicit feedback pu_naive, scar, upu, nnpu, sar, sar_noise (METHOD.md, "Implicit feedback").
 
 Each method is a small frozen dataclass that turns a row's nuisance values into the coefficients
 ``(a1, a0)`` of its loss ``a1 · ℓ(f, 1) + a0 · ℓ(f, 0)``; :mod:`stages.fit.train` serves them
@@ -7,6 +8,10 @@ clipped, ``ĝ`` the imputed label, ``(c1, c0)`` the class coefficients of the ob
 ``(ỹ, 1 − ỹ)`` plain, or the noise-corrected surrogate's (:func:`losses.surrogate_coefficients`).
 A DR loss ``ℓ(f, ĝ) + o · (ℓ_obs − ℓ(f, ĝ)) / p̂`` has coefficients
 ``a1 = ĝ + w · (c1 − ĝ)`` and ``a0 = (1 − ĝ) + w · (c0 − (1 − ĝ))`` (METHOD.md's split for DR).
+
+Implicit methods (``feedback = "implicit"``) read ``a`` (in ``feedback``: 1 acted, 0 not) on every
+row. Their names differ from the explicit ones (``pu_naive``, not ``naive``): one registry, and a
+method of the other kind than the table's is refused by name (:func:`check_kind`).
 """
 
 from __future__ import annotations
@@ -30,10 +35,17 @@ class RowInputs:
     imputed: np.ndarray | None = None  # ĝ in [0, 1]
     rho_pos: float | None = None
     rho_neg: float | None = None
+    # implicit feedback (stages.fit.pu): each row's split, labelling propensity e(x) (clipped),
+    # the constant labelling frequency c, the class prior π, the mis-click rate
+    split: np.ndarray | None = None
+    labelling: np.ndarray | None = None
+    c: float | None = None
+    prior: float | None = None
+    misclick: float | None = None
 
     def __post_init__(self):
         n = len(self.observed)
-        for name in ("feedback", "propensity", "imputed"):
+        for name in ("feedback", "propensity", "imputed", "split", "labelling"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows, observed has {n}")
@@ -44,14 +56,25 @@ class Method:
     """Base: ``needs_*`` say which nuisance models a method uses."""
 
     name: ClassVar[str]
+    feedback: ClassVar[str] = "explicit"  # the table's kind it learns from (prepare.feedback)
     needs_propensity: ClassVar[bool] = False
     needs_rates: ClassVar[bool] = False
     needs_imputation: ClassVar[bool] = False
+    needs_c: ClassVar[bool] = False
+    needs_prior: ClassVar[bool] = False
+    needs_labelling: ClassVar[bool] = False
+    needs_misclick: ClassVar[bool] = False
+    guard: ClassVar[str | None] = None  # None: fit.guard decides; "plain" | "nonnegative": fixed
 
     def coefficients(self, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         for need, value, what in ((self.needs_propensity, rows.propensity, "propensities"),
                                   (self.needs_rates, rows.rho_pos, "noise rates"),
-                                  (self.needs_imputation, rows.imputed, "imputed labels")):
+                                  (self.needs_imputation, rows.imputed, "imputed labels"),
+                                  (self.needs_c, rows.c, "a labelling frequency c"),
+                                  (self.needs_prior, rows.prior, "a class prior"),
+                                  (self.needs_prior, rows.split, "splits"),
+                                  (self.needs_labelling, rows.labelling, "labelling propensities"),
+                                  (self.needs_misclick, rows.misclick, "a mis-click rate")):
             if need and value is None:
                 raise ValueError(f"method {self.name} needs {what}")
         a1, a0 = self._coefficients(rows)
@@ -158,10 +181,126 @@ class CausalRMDR(Method):
         return self._doubly_robust(self._weights(rows), c1, c0, rows.imputed)
 
 
-METHODS: dict[str, Method] = {m.name: m() for m in (Naive, IPS, DR, Noise, CausalRM, CausalRMDR)}
+# --- implicit feedback (positive-unlabelled) -----------------------------------------------
+def _labelled(a: np.ndarray, e) -> tuple[np.ndarray, np.ndarray]:
+    """sar's coefficients with labelling propensity ``e`` (scalar or per row): acted rows
+    ``a1 = 1/e``, ``a0 = 1 − 1/e``; other rows ``a1 = 0``, ``a0 = 1``. ``E[a/e | y=1] = 1`` makes
+    the risk unbiased for the clean one (Bekker, Robberechts & Davis 2019)."""
+    w = np.asarray(a, dtype=np.float64) / e
+    return w, 1.0 - w
+
+
+@dataclass(frozen=True)
+class PUNaive(Method):
+    """Silence is a "no": ``a1 = a``, ``a0 = 1 − a`` — what every user starts from."""
+
+    name: ClassVar[str] = "pu_naive"
+    feedback: ClassVar[str] = "implicit"
+
+    def _coefficients(self, rows):
+        a = rows.feedback.astype(np.float64)
+        return a, 1.0 - a
+
+
+@dataclass(frozen=True)
+class SCAR(Method):
+    """Constant labelling frequency ``c`` (Elkan & Noto 2008): sar's loss with ``e = c``; ``c``
+    given (fit.pu.c) or estimated by their e1 on a held-out classifier of the action."""
+
+    name: ClassVar[str] = "scar"
+    feedback: ClassVar[str] = "implicit"
+    needs_c: ClassVar[bool] = True
+
+    def _coefficients(self, rows):
+        return _labelled(rows.feedback, rows.c)
+
+
+@dataclass(frozen=True)
+class UPU(Method):
+    """Unbiased PU (du Plessis, Niu & Sugiyama 2015), single-sample form with class prior ``π``:
+    ``π · mean_acted[ℓ(f,1) − ℓ(f,0)] + mean_all[ℓ(f,0)]`` per split, i.e. acted rows
+    ``a1 = π n / n_acted``, ``a0 = 1 − a1``, others ``a0 = 1``. Trained plain (unguarded)."""
+
+    name: ClassVar[str] = "upu"
+    feedback: ClassVar[str] = "implicit"
+    needs_prior: ClassVar[bool] = True
+    guard: ClassVar[str | None] = "plain"
+
+    def _coefficients(self, rows):
+        a = rows.feedback.astype(np.float64)
+        e = np.ones(len(a))
+        for name in np.unique(rows.split):
+            m = rows.split == name
+            acted = a[m].mean()
+            if acted == 0:
+                raise RmpipeError(f"method {self.name}: no acted rows in the {name} split")
+            e[m] = acted / rows.prior  # n_acted / (π n): the implied labelling frequency
+        return _labelled(a, e)
+
+
+@dataclass(frozen=True)
+class NNPU(UPU):
+    """Non-negative PU (Kiryo et al. 2017): upu with the negative part ``R₀`` clamped at 0 —
+    the existing guard, always on for this method."""
+
+    name: ClassVar[str] = "nnpu"
+    guard: ClassVar[str | None] = "nonnegative"
+
+
+@dataclass(frozen=True)
+class SAR(Method):
+    """Per-row labelling propensity ``e(x)`` (Bekker, Robberechts & Davis 2019): acted rows
+    ``a1 = 1/e``, ``a0 = 1 − 1/e``; ``e`` from propensity_logged, clipped like ``p̂``."""
+
+    name: ClassVar[str] = "sar"
+    feedback: ClassVar[str] = "implicit"
+    needs_labelling: ClassVar[bool] = True
+
+    def _coefficients(self, rows):
+        return _labelled(rows.feedback, rows.labelling)
+
+
+@dataclass(frozen=True)
+class SARNoise(Method):
+    """sar with mis-clicks at ``rho_neg = P(a=1 | y=0)``: the backward-corrected surrogate with
+    per-row ``rho_pos = 1 − e(x)``, so ``d = e − rho_neg`` (> 0 required):
+    acted ``a1 = (1 − rho_neg)/d``, ``a0 = −(1 − e)/d``; not acted ``a1 = −rho_neg/d``, ``a0 = e/d``.
+    Then ``E[a1 | y] = y`` and ``E[a0 | y] = 1 − y``; with ``rho_neg = 0`` it is sar."""
+
+    name: ClassVar[str] = "sar_noise"
+    feedback: ClassVar[str] = "implicit"
+    needs_labelling: ClassVar[bool] = True
+    needs_misclick: ClassVar[bool] = True
+
+    def _coefficients(self, rows):
+        e = np.asarray(rows.labelling, dtype=np.float64)
+        low = e <= rows.misclick
+        if low.any():
+            raise RmpipeError(f"method {self.name}: {int(low.sum())} row(s) have a labelling propensity "
+                              f"e(x) <= the mis-click rate {rows.misclick:g}: a click there says "
+                              "nothing about quality (d = e − rho_neg must be > 0)")
+        return surrogate_coefficients(rows.feedback, 1.0 - e, rows.misclick)
+
+
+METHODS: dict[str, Method] = {m.name: m() for m in (Naive, IPS, DR, Noise, CausalRM, CausalRMDR,
+                                                     PUNaive, SCAR, UPU, NNPU, SAR, SARNoise)}
+
+
+def methods_for(kind: str) -> list[str]:
+    """The registry's method names for feedback kind ``kind`` (explicit | implicit)."""
+    return [n for n, m in METHODS.items() if m.feedback == kind]
 
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise RmpipeError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
     return METHODS[name]
+
+
+def check_kind(methods, kind: str, where: str = "fit") -> None:
+    """Refuse a method of the other feedback kind than the table's, by name."""
+    for m in methods:
+        if m.feedback != kind:
+            raise RmpipeError(f"{where}: method {m.name} learns from {m.feedback} feedback, but this "
+                              f"table holds {kind} feedback (prepare.feedback); {kind} methods: "
+                              f"{', '.join(methods_for(kind))}")

@@ -21,8 +21,8 @@ from pipeline.store import EmbeddingStore
 from pipeline.table import read_table, training_view
 
 
-def dataset_licence(params: Params) -> str | None:
-    """The licence the prepare stage recorded beside the table (``simulation.json``), if any."""
+def _sidecar(params: Params) -> dict:
+    """What the prepare stage recorded beside the table (``simulation.json``), or ``{}``."""
     folder = params.table_path.parent
     for name in ("simulation.json", "metadata.json"):
         path = folder / name
@@ -31,10 +31,28 @@ def dataset_licence(params: Params) -> str | None:
                 meta = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            for key in ("licence", "license"):
-                if isinstance(meta, dict) and meta.get(key):
-                    return str(meta[key])
+            if isinstance(meta, dict):
+                return meta
+    return {}
+
+
+def dataset_licence(params: Params) -> str | None:
+    """The licence the prepare stage recorded beside the table, if any."""
+    meta = _sidecar(params)
+    for key in ("licence", "license"):
+        if meta.get(key):
+            return str(meta[key])
     return None
+
+
+def feedback_kind(params: Params) -> str:
+    """The table's feedback kind as its sidecar records it (tables from before the field are
+    explicit); refuse a table prepared as another kind than params declare."""
+    kind = _sidecar(params).get("feedback_kind", "explicit")
+    if kind != params.prepare.feedback:
+        raise RmpipeError(f"{params.table_path}: the table holds {kind} feedback but params declare "
+                          f"prepare.feedback: {params.prepare.feedback}; re-run `rmpipe prepare` or fix params")
+    return kind
 
 
 def load_inputs(params: Params, backbone: str):
@@ -44,6 +62,7 @@ def load_inputs(params: Params, backbone: str):
     from stages.fit.core import FitInputs
 
     path = params.table_path
+    kind = feedback_kind(params)
     df = training_view(read_table(path))
     df = df.filter(pl.col("split").is_in(["train", "val"]))
     if df.height == 0:
@@ -55,7 +74,7 @@ def load_inputs(params: Params, backbone: str):
     logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),
                      feedback=df["feedback"].fill_null(0).to_numpy(), columns=columns,
-                     propensity_logged=logged, ids=ids, where=str(path))
+                     propensity_logged=logged, ids=ids, where=str(path), kind=kind)
     return data, store
 
 
@@ -71,6 +90,7 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
         "embedding": {"spec_hash": store.spec_hash, "dim": store.dim, "store": str(store.root)},
         "dataset": params.dataset,
         "licence": dataset_licence(params),
+        "feedback": data.kind,  # explicit | implicit (prepare.feedback)
         "method": method.name,
         "method_doc": " ".join((type(method).__doc__ or "").split()),
         "uses": {"propensity": method.needs_propensity, "noise_rates": method.needs_rates,
@@ -81,7 +101,7 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
                  "train_observed": int((data.train & data.observed).sum()),
                  "val_observed": int((data.val & data.observed).sum())},
         "diagnostics": nuisance.diagnostics,  # shared by every method of the run
-        "guard": result.guard,
+        "guard": result.guard | ({"fixed_by_method": method.guard} if method.guard else {}),
         "runaway": result.runaway,
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "stopped": result.stopped, "seconds_per_epoch": result.seconds_per_epoch,
@@ -107,6 +127,14 @@ def nuisance_lines(diag: dict) -> list[str]:
         lines.append(f"  propensity ({p['source']}): AUC {auc}, Brier {p['brier']:.4f}, ECE {p['ece']:.4f}, "
                      f"clipped {p['share_clipped']:.1%}, ESS {p['ess']:.0f} "
                      f"({p['ess_share_of_observed']:.0%} of observed)")
+    if "pu" in diag:
+        for key in ("c", "prior", "misclick"):
+            if key in diag["pu"]:
+                lines.append(f"  {key} {diag['pu'][key]['value']:.4f} ({diag['pu'][key]['source']})")
+        if "labelling" in diag["pu"]:
+            e = diag["pu"]["labelling"]
+            lines.append(f"  labelling propensity e(x) from {e['source']}: mean {e['mean']:.4f}, "
+                         f"clipped {e['share_clipped']:.1%}")
     if "noise" in diag:
         n = diag["noise"]
         lines.append(f"  noise rates ({n['source']}): rho_pos {n['rho_pos']:.3f}, rho_neg {n['rho_neg']:.3f}, "
@@ -122,7 +150,7 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
 
     from stages.fit.artifacts import head_dir, save_head
     from stages.fit.core import fit_method, fit_nuisance
-    from stages.fit.methods import get_method
+    from stages.fit.methods import check_kind, get_method
 
     log = log or (lambda line: print(line, file=sys.stderr))
     if dataset:
@@ -130,6 +158,7 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
     chosen = [get_method(m) for m in (methods or params.fit.methods)]
     if not chosen:
         raise RmpipeError("no methods to fit (fit.methods is empty)")
+    check_kind(chosen, feedback_kind(params), f"{params.table_path}")
     if params.fit.head.threads:
         torch.set_num_threads(params.fit.head.threads)
     data, store = load_inputs(params, backbone)
@@ -139,8 +168,10 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
     for w in caught:
         if issubclass(w.category, UserWarning):
             log(f"rmpipe: warning: {w.message}")
-    log(f"fit {backbone} on {params.dataset}: {int(data.train.sum())} train rows "
-        f"({int((data.train & data.observed).sum())} observed), {int(data.val.sum())} val rows, dim {store.dim}")
+    seen = f"{int(data.feedback[data.train].sum())} acted on" if data.kind == "implicit" \
+        else f"{int((data.train & data.observed).sum())} observed"
+    log(f"fit {backbone} on {params.dataset} ({data.kind} feedback): {int(data.train.sum())} train rows "
+        f"({seen}), {int(data.val.sum())} val rows, dim {store.dim}")
     for line in nuisance_lines(nuisance.diagnostics):
         log(line)
     out = {}

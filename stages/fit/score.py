@@ -54,14 +54,13 @@ def write_rewards(df: pl.DataFrame, out: Path) -> Path:
     return out
 
 
-def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
-          progress: bool = True) -> tuple[Path, int]:
-    """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
+def score_frame(params: Params, head_dir: str | Path, df: pl.DataFrame, *,
+                progress: bool = True) -> pl.DataFrame:
+    """Pairs as :func:`read_pairs` gives them, with ``logit`` and ``reward`` = ``σ(f(e))``;
+    pairs the store lacks are embedded into it first. Shared by ``score`` and ``rerank``."""
     from stages.fit.artifacts import load_head, sigmoid
 
     head = load_head(head_dir)
-    data = Path(data)
-    df = read_pairs(data)
     root = params.store_path(head.backbone)
     have = set()
     if (root / MANIFEST).exists():
@@ -79,7 +78,14 @@ def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Pat
     X = store.read(df["pair_id"].to_list())
     logits = head.logits(X)
     rewards = sigmoid(logits)
-    result = df.with_columns(pl.Series("logit", logits.astype(np.float64)),
-                             pl.Series("reward", rewards.astype(np.float64)))
+    return df.with_columns(pl.Series("logit", logits.astype(np.float64)),
+                           pl.Series("reward", rewards.astype(np.float64)))
+
+
+def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
+          progress: bool = True) -> tuple[Path, int]:
+    """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
+    data = Path(data)
+    result = score_frame(params, head_dir, read_pairs(data), progress=progress)
     out = Path(out) if out else data.with_name(data.name.split(".")[0] + ".rewards.parquet")
-    return write_rewards(result, out), df.height
+    return write_rewards(result, out), result.height

@@ -39,6 +39,7 @@ def prepare(
     seed: Optional[int] = typer.Option(None, help="simulation seed"),
     split_seed: Optional[int] = typer.Option(None, help="split seed"),
     simulate: Optional[bool] = typer.Option(None, "--simulate/--no-simulate"),
+    feedback: Optional[str] = typer.Option(None, help="explicit | implicit (clicks/copies: 1 acted, 0 not)"),
 ) -> None:
     """Turn a source into the feedback table (data/prepared/<dataset>/feedback.parquet),
     simulating observational feedback as METHOD.md describes unless the source has logs."""
@@ -67,12 +68,15 @@ def prepare(
                              ("rho_neg", rho_neg), ("shape", shape), ("seed", seed),
                              ("enabled", simulate)) if v is not None}
     spl = {"seed": split_seed} if split_seed is not None else {}
+    kind = {"feedback": feedback} if feedback is not None else {}
     pp = dataclasses.replace(pp, source=dataclasses.replace(base, **src),
                              simulate=dataclasses.replace(pp.simulate, **sim),
-                             split=dataclasses.replace(pp.split, **spl))
+                             split=dataclasses.replace(pp.split, **spl), **kind)
     p = dataclasses.replace(p, prepare=pp, **({"dataset": dataset} if dataset else {}))
-    flagged = bool(src or sim or spl or dataset)
+    flagged = bool(src or sim or spl or dataset or kind)
     result = run_prepare(p, where=f"{params}{' + flags' if flagged else ''}")
+    for hint in result.report.get("hints", ()):
+        typer.echo(f"rmpipe: hint: {hint}", err=True)
     typer.echo(summary(result))
 
 

@@ -3,7 +3,9 @@
 ``prepare.source.columns`` maps contract columns to the file's (``{prompt: question}``); a
 contract column the mapping leaves out is taken by its own name if the file has it. With an
 ``observed`` column, observed and feedback come from the logs and nothing is simulated; without
-one, a ``rating`` column is simulated (if ``prepare.simulate.enabled``). Every bad row is an
+one, a ``rating`` column is simulated (if ``prepare.simulate.enabled``). In implicit mode
+(``prepare.feedback: implicit``) a ``feedback`` column alone is the log (1 acted, 0 not; any
+``observed`` column is not used): :mod:`stages.prepare.implicit`. Every bad row is an
 error naming the file, the row (0-based, data rows) and the column: the whole table is checked
 by :func:`pipeline.table.validate` in file order, before anything else touches it.
 """
@@ -18,6 +20,7 @@ from pipeline.config import SourceParams
 from pipeline.errors import RmpipeError
 from pipeline.files import read_any
 from pipeline.table import SCHEMA, canonical_prompt, pair_ids, validate
+from stages.prepare.implicit import IMPLICIT_HINT, check_logged
 from stages.prepare.sources import Loaded, group_key
 
 MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "feedback",
@@ -65,14 +68,23 @@ def _friendly_types(df: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def load_logs(src: SourceParams, where: str = "params", covariates=()) -> Loaded:
+def load_logs(src: SourceParams, where: str = "params", covariates=(), feedback: str = "explicit") -> Loaded:
     if not src.path:
         raise RmpipeError(f"{where}: prepare.source.path: kind 'file' needs the path of your logs")
     path = Path(src.path)
     df = _friendly_types(_map(read_any(path), src.columns, path, covariates))
     if df.height == 0:
         raise RmpipeError(f"{path}: empty file (no rows)")
-    logged = "observed" in df.columns
+    hints = []
+    if feedback == "implicit":
+        logged = "feedback" in df.columns
+        if "observed" in df.columns:
+            df = df.drop("observed")
+            hints.append(f"{path}: column observed is not used in implicit mode (every row is an impression)")
+        if logged:
+            df = check_logged(df, str(path))
+    else:
+        logged = "observed" in df.columns
     for name in ("prompt", "response"):
         if df[name].dtype != pl.String:
             raise RmpipeError(f"{path}: column {name} has type {df[name].dtype}, expected String")
@@ -91,12 +103,17 @@ def load_logs(src: SourceParams, where: str = "params", covariates=()) -> Loaded
         df = df.with_columns(pl.col("group_id").cast(pl.String))
     checked = validate(df.with_columns(**filled), path)  # file order: row numbers are the user's
     if not logged and "rating" not in df.columns:
+        hint = f"; {IMPLICIT_HINT}" if "feedback" in df.columns else ""
         raise RmpipeError(f"{path}: no observed column (map one with prepare.source.columns."
-                          "observed) and no rating column to simulate feedback from")
+                          f"observed) and no rating column to simulate feedback from{hint}")
+    if logged and feedback == "explicit":
+        seen = checked.filter(pl.col("observed"))["feedback"]
+        if seen.len() and (seen == 1).all():
+            hints.append(f"{path}: every observed feedback is 1 (no 0 anywhere): {IMPLICIT_HINT}")
     keep = [c for c in checked.columns if c in SCHEMA and c != "split" or c in covariates]
     out = checked.select(keep)
     if "split" in df.columns:
         out = out.with_columns(checked["split"].alias("given_split"))
     return Loaded(out, f"file:{path.name}", src.licence or "the user's own logs (licence not stated)",
                   None, "rating as logged" if "rating" in df.columns else "", {}, logged=logged,
-                  where=str(path))
+                  where=str(path), hints=hints)

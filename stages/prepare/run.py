@@ -19,6 +19,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.table import pair_ids, validate
+from stages.prepare import implicit
 from stages.prepare.simulate import Simulator, realised_rates, threshold
 from stages.prepare.sources import Loaded, load_source
 from stages.prepare.splits import assign_splits, check_fractions, straddling
@@ -45,7 +46,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     fractions = check_fractions(pp.split.fractions, where)
     if not 0 < pp.split.val_share < 1:
         raise RmpipeError(f"{where}: prepare.split.val_share must be in (0, 1), got {pp.split.val_share}")
-    loaded = load_source(pp.source, where, params.fit.propensity.covariates)
+    loaded = load_source(pp.source, where, params.fit.propensity.covariates, pp.feedback)
     df, dropped = loaded.frame, dict(loaded.dropped)
     if df.height == 0:
         raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")
@@ -71,20 +72,27 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     report = {
         "dataset": params.dataset, "source": loaded.name, "read_from": loaded.where,
         "licence": loaded.licence, "rating": loaded.rating_note, "dropped": dropped,
+        "feedback_kind": pp.feedback,
         "dropped_total": int(sum(dropped.values())),
         "split": {"seed": pp.split.seed, "fractions": list(fractions), "val_share": pp.split.val_share,
                   "by": "group_id (prompt)",
                   "source_test_split": source_split is not None},
     }
-    if loaded.logged:
+    if loaded.logged and pp.feedback == "implicit":
+        report["feedback"] = implicit.logged_info(df)
+    elif loaded.logged:
         lab = df["label"].to_numpy() if "label" in df.columns and df["label"].null_count() == 0 else None
         report["feedback"] = {"simulated": False, "from": "the logs", "realised": realised_rates(
             df["observed"].to_numpy(), df["feedback"].fill_null(-1).to_numpy(), lab)}
     elif not pp.simulate.enabled:
         raise RmpipeError(f"{where}: prepare.simulate.enabled is false but {loaded.name} has no "
                           "logged observed/feedback columns; enable simulation or map them")
+    elif pp.feedback == "implicit":
+        df, report["feedback"] = implicit.simulate_table(df, sim, pp.simulate.implicit, loaded.scale, loaded.where)
     else:
         df, report["feedback"] = _simulate(df, sim, loaded)
+    if loaded.hints:
+        report["hints"] = list(loaded.hints)
     df = validate(df, where=f"{loaded.name} (prepared)")
     report["rows"] = _counts(df)
     report["straddling_groups"] = straddling(df["group_id"].to_list(), df["split"].to_list())
@@ -165,7 +173,15 @@ def summary(p: Prepared) -> str:
     if r["dropped"]:
         lines.append("  dropped: " + "; ".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())))
     fb = r["feedback"]
-    if fb["simulated"]:
+    if fb.get("kind") == "implicit":
+        z = fb["realised"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        line = f"  implicit feedback: acted on {fmt(z['acted_rate'])} of rows"
+        if z.get("prior") is not None:
+            line += (f"; prior π {fmt(z['prior'])}, positives acted on (c) {fmt(z['positives_acted_on'])}, "
+                     f"mis-clicks {fmt(z['misclick_rate'])}")
+        lines.append(line + ("" if fb["simulated"] else " (from the logs)"))
+    elif fb["simulated"]:
         q, z = fb["requested"], fb["realised"]
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
         lines.append(f"  observation rate {fmt(z['observation_rate'])} (requested {q['target_rate']}, "

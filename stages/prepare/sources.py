@@ -36,9 +36,10 @@ class Loaded:
     dropped: dict[str, int] = field(default_factory=dict)
     logged: bool = False
     where: str = ""
+    hints: list[str] = field(default_factory=list)  # one-line notes for the user (not errors)
 
 
-def load_source(src: SourceParams, where: str = "params", covariates=()) -> Loaded:
+def load_source(src: SourceParams, where: str = "params", covariates=(), feedback: str = "explicit") -> Loaded:
     """Dispatch on ``src.kind``; heavy imports stay inside each adapter."""
     if src.kind == "builtin":
         from stages.prepare.builtin import load_builtin
@@ -55,7 +56,7 @@ def load_source(src: SourceParams, where: str = "params", covariates=()) -> Load
     if src.kind == "file":
         from stages.prepare.logs import load_logs
 
-        return load_logs(src, where, covariates)
+        return load_logs(src, where, covariates, feedback)
     raise RmpipeError(f"{where}: prepare.source.kind: unknown source {src.kind!r} "
                       f"(expected one of {', '.join(KINDS)})")
 

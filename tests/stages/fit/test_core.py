@@ -49,7 +49,7 @@ CASES = [
     ("no observed rows", lambda: fit_with(fields(observed=np.zeros(TV.sum(), bool))),
      r"no observed rows in the train split"),
     ("a single feedback class", lambda: fit_with(fields(feedback=np.ones(TV.sum(), np.int8))),
-     r"every observed feedback in the train split is 1: .*positive-unlabelled learning, which rmpipe does not do yet"),
+     r"every observed feedback in the train split is 1: .*set prepare.feedback: implicit \(positive-unlabelled mode\)"),
     ("NaN embeddings", lambda: fit_with(nan_embeddings()), r"NaN or infinite embedding for pair_id pair5 \(1 row"),
     ("rows of embeddings and table differ", lambda: fit_with(fields(X=WORLD.X[:10])),
      r"dimension mismatch: 10 embeddings but \d+ values of split"),

@@ -1,0 +1,46 @@
+"""CLI commands of the application layer (registered by the CLI): ``serve`` and ``rerank``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    max_batch: int = typer.Option(64, help="pairs one micro-batch collects at most"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits for more requests"),
+    max_request_pairs: int = typer.Option(1024, help="a request with more pairs is refused (413)"),
+    max_body_mb: float = typer.Option(16.0, help="a larger request body is refused (413)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+) -> None:
+    """Serve a head over HTTP: POST /rewards, POST /get_reward (OpenRLHF), GET /info, GET /health."""
+    from pipeline.config import load_params
+    from rmpipe.serve import ServeSettings, serve as run_serve
+
+    settings = ServeSettings(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                             max_request_pairs=max_request_pairs, max_body_mb=max_body_mb)
+    run_serve(load_params(params), head, settings, log=typer.echo)
+
+
+def rerank(
+    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
+    data: Path = typer.Option(..., help="candidates: prompt, response, optional group_id (parquet, jsonl, jsonl.gz, csv)"),
+    out: Optional[Path] = typer.Option(None, help="where to write: .parquet, .csv or .jsonl "
+                                                  "(default: <data without its suffix>.reranked.parquet)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Best-of-N: order each group's candidates (group_id, else same prompt) by reward, mark the best."""
+    from pipeline.config import load_params
+    from rmpipe.rerank import rerank as run_rerank
+
+    written, n, groups = run_rerank(load_params(params), head, data, out, progress=progress)
+    typer.echo(f"reranked {n} candidates in {groups} groups -> {written}")
+
+
+COMMANDS: list = [serve, rerank]

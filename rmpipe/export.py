@@ -1,0 +1,285 @@
+"""``rmpipe export --head HEAD --out DIR``: a trained head as a Hugging Face reward model.
+
+Two shapes, chosen by what the head is:
+
+- **native**: a decoder backbone (Llama-shaped: its transformers ``*ForSequenceClassification``
+  reads the score at the last non-pad token) with ``pooling: last`` on the final layer and a
+  linear head (``fit.head.hidden: []``, trained without a bias, as Llama-family ``score`` layers
+  have none) becomes that class with ``num_labels = 1`` and the head's weight as ``score``. It
+  loads with plain ``from_pretrained``, also as ``*ForTokenClassification`` (its ``score`` is
+  bias-free too, ``token_classification_bias: false``), in TRL, OpenRLHF, VERL and vLLM.
+- **remote code**: anything else (an MLP head, mean pooling, an inner layer, an encoder) gets
+  ``modeling_rmpipe.py`` (:mod:`rmpipe.remote_model`) beside its weights and loads with
+  ``trust_remote_code=True``.
+
+Either way the output is rmpipe's logit ``f(e)`` for the same token ids (``σ(f)`` is ``rmpipe
+score``'s reward), the config records the mean and std of that logit on the head's validation
+split under OpenRLHF's names (``mean``, ``std``), and ``rmpipe`` holds the head's card. The
+folder is built beside ``--out`` and renamed into place: a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import typer
+
+from pipeline.config import BackboneSpec, Params, load_params
+from pipeline.errors import RmpipeError
+from pipeline.store import EmbeddingStore, spec_hash
+from pipeline.table import read_table
+from stages.embed import backbones
+from stages.fit.artifacts import Head, load_head
+
+REMOTE_FILE = "modeling_rmpipe.py"
+CARD_KEYS = ("backbone", "embedding", "dataset", "licence", "method", "method_doc", "uses",
+             "imputation_target", "rows", "diagnostics", "guard", "runaway", "metrics", "head",
+             "package_versions")
+
+
+@dataclasses.dataclass
+class Exported:
+    folder: Path
+    kind: str  # "native" | "remote"
+    architecture: str
+    why_remote: str | None
+    mean: float
+    std: float
+    val_rows: int
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RmpipeError(f"--out {out}: already exists and is not an empty folder; "
+                          f"choose a new path or remove it")
+
+
+def validation_stats(params: Params, head: Head) -> tuple[float, float, int]:
+    """Mean and std of the head's logits on its validation split (what OpenRLHF normalises by)."""
+    params = dataclasses.replace(params, dataset=head.card["dataset"])
+    path = params.table_path
+    if not path.exists():
+        raise RmpipeError(f"{path}: the head's dataset table is missing; its validation rewards "
+                          f"are recorded for normalisation (run `rmpipe prepare`)")
+    ids = read_table(path, ["pair_id", "split"]).filter(pl.col("split") == "val")["pair_id"].to_list()
+    if not ids:
+        raise RmpipeError(f"{path}: no validation rows to record the reward mean and std on")
+    store = EmbeddingStore(params.store_path(head.backbone))
+    head.check_store(store)
+    logits = head.logits(store.read(ids)).astype(np.float64)
+    return float(logits.mean()), float(logits.std()), len(ids)
+
+
+def resolve_backbone(params: Params, head: Head) -> tuple[BackboneSpec, str]:
+    """The head's backbone on disk, checked to be the very function the head was trained on."""
+    spec = params.backbone(head.backbone)
+    backbones.check_spec(head.backbone, spec)
+    resolved = backbones.resolve(spec, params.embed.models_dir)
+    try:
+        _auto_config(resolved.path, spec.revision)
+    except (OSError, ValueError) as exc:
+        raise RmpipeError(f"backbone {head.backbone}: model {spec.model!r} could not be loaded "
+                          f"({str(exc).splitlines()[0]}); install or download it first") from None
+    if spec_hash(backbones.function_spec(spec, resolved.weights)) != head.spec_hash:
+        raise RmpipeError(
+            f"backbones.{head.backbone}: params give an embedding function other than the one "
+            f"head {head.folder} was trained on (spec {head.spec_hash}): the model's weights or "
+            f"a function field changed; export with the params the head was fitted with")
+    return spec, resolved.path
+
+
+def _auto_config(path: str, revision: str | None):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, revision=revision)
+
+
+def native_classes(config):
+    """``(SequenceClassification, TokenClassification)`` classes for a decoder whose stock
+    classes read the last non-pad token, else None."""
+    import transformers
+    from transformers.modeling_layers import GenericForSequenceClassification, GenericForTokenClassification
+    from transformers.models.auto import modeling_auto as auto
+
+    kind = config.model_type
+    if kind not in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    names = (auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(kind),
+             auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES.get(kind))
+    classes = tuple(getattr(transformers, n, None) if n else None for n in names)
+    if classes[0] is None or classes[1] is None:
+        return None
+    if not (issubclass(classes[0], GenericForSequenceClassification)
+            and issubclass(classes[1], GenericForTokenClassification)):
+        return None
+    return classes
+
+
+def why_remote(spec: BackboneSpec, head: Head, config) -> str | None:
+    """None when the head exports as the backbone's own class; else the reason it cannot."""
+    cfg = head.model.config
+    reasons = []
+    if cfg["hidden"]:
+        reasons.append(f"an MLP head (hidden {cfg['hidden']}; fit.head.hidden: [] is linear)")
+    elif cfg.get("bias", True):
+        reasons.append("a linear head with a bias (the stock score layer has none)")
+    if spec.pooling != "last":
+        reasons.append(f"pooling {spec.pooling}")
+    if spec.layer != -1:
+        reasons.append(f"layer {spec.layer} (not the final, normed output)")
+    if native_classes(config) is None:
+        reasons.append(f"a {config.model_type} backbone (no stock class reading the last token)")
+    return "; ".join(reasons) or None
+
+
+def pick_pad_id(tokenizer, spec: BackboneSpec) -> int:
+    """A pad id that never ends a rendered pair: the stock classes find the last real token as
+    the rightmost id != pad_token_id, so a pad equal to the template's final token would move
+    the score."""
+    from stages.embed.text import PairEncoder
+
+    probe = PairEncoder(tokenizer, 1 << 20, spec.chat_template).encode(["Hi?"], ["Hello."]).ids[0]
+    candidates = [tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id,
+                  *tokenizer.all_special_ids]
+    for pad in candidates:
+        if pad is not None and pad != probe[-1]:
+            return int(pad)
+    raise RmpipeError(f"tokenizer of {tokenizer.name_or_path}: no special token can serve as a pad "
+                      f"distinct from the template's last token")
+
+
+def card_for_config(head: Head, spec: BackboneSpec, kind: str, stats: tuple[float, float, int]) -> dict:
+    card = {k: head.card[k] for k in CARD_KEYS if k in head.card}
+    card["backbone_spec"] = {f: getattr(spec, f) for f in backbones.FUNCTION_FIELDS}
+    card["export"] = {"kind": kind, "output": "logit f(e); sigmoid(f) is rmpipe's reward",
+                      "reward_stats": {"split": "val", "rows": stats[2], "mean": stats[0],
+                                       "std": stats[1]}}
+    return card
+
+
+def _quiet():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def build_native(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, card: dict,
+                 stats, tokenizer) -> str:
+    import torch
+
+    seq_cls, _ = native_classes(config)
+    pad = pick_pad_id(tokenizer, spec)
+    config.num_labels = 1
+    config.id2label, config.label2id = {0: "reward"}, {"reward": 0}
+    config.architectures = [seq_cls.__name__]
+    config.pad_token_id = pad
+    config.token_classification_bias = False  # *ForTokenClassification: the same bias-free score
+    config.classifier_dropout = 0.0
+    config.mean, config.std = stats[0], stats[1]
+    config.rmpipe = card
+    dtype = getattr(torch, spec.dtype)
+    model = seq_cls.from_pretrained(path, config=config, revision=spec.revision, dtype=dtype)
+    weight = head.model.state_dict()["net.0.weight"]
+    with torch.no_grad():
+        model.score.weight.copy_(weight.to(model.score.weight.dtype))
+    model.save_pretrained(tmp)
+    _save_tokenizer(tokenizer, tmp, spec, pad)
+    return seq_cls.__name__
+
+
+def build_remote(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, card: dict,
+                 stats, tokenizer) -> str:
+    import torch
+    from transformers import AutoModel
+
+    from rmpipe.remote_model import RmpipeRewardConfig, RmpipeRewardModel
+
+    cfg = head.model.config
+    remote = RmpipeRewardConfig(
+        backbone_config=config, pooling=spec.pooling, layer=spec.layer, head_hidden=cfg["hidden"],
+        head_activation=cfg["activation"], head_dropout=cfg["dropout"],
+        head_bias=cfg.get("bias", True), num_labels=1, id2label={0: "reward"},
+        label2id={"reward": 0}, pad_token_id=tokenizer.pad_token_id,
+        architectures=["RmpipeRewardModel"],
+        auto_map={"AutoConfig": "modeling_rmpipe.RmpipeRewardConfig",
+                  "AutoModelForSequenceClassification": "modeling_rmpipe.RmpipeRewardModel"},
+        mean=stats[0], std=stats[1], rmpipe=card)
+    dtype = getattr(torch, spec.dtype)
+    model = RmpipeRewardModel(remote)
+    model.backbone = AutoModel.from_pretrained(path, revision=spec.revision, dtype=dtype)
+    model.head.load_state_dict(head.model.state_dict())
+    model.head.to(torch.float32)  # rmpipe runs the head in float32 on float32 embeddings
+    model.save_pretrained(tmp)
+    shutil.copyfile(Path(__file__).with_name("remote_model.py"), tmp / REMOTE_FILE)
+    _save_tokenizer(tokenizer, tmp, spec, tokenizer.pad_token_id)
+    return "RmpipeRewardModel"
+
+
+def _save_tokenizer(tokenizer, tmp: Path, spec: BackboneSpec, pad: int | None) -> None:
+    if pad is not None and tokenizer.pad_token_id != pad:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    tokenizer.model_max_length = spec.max_tokens  # rmpipe cut longer pairs (see README.md)
+    tokenizer.save_pretrained(tmp)
+
+
+def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
+    """Write ``head_dir``'s head and its backbone as a reward model folder at ``out``."""
+    from transformers import AutoTokenizer
+
+    from rmpipe.export_readme import readme
+
+    out = Path(out)
+    check_out(out)
+    head = load_head(head_dir)
+    spec, path = resolve_backbone(params, head)
+    stats = validation_stats(params, head)
+    _quiet()
+    config = _auto_config(path, spec.revision)
+    reason = why_remote(spec, head, config)
+    kind = "remote" if reason else "native"
+    card = card_for_config(head, spec, kind, stats)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=spec.revision)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        build = build_remote if reason else build_native
+        arch = build(tmp, path, spec, head, config, card, stats, tokenizer)
+        (tmp / "README.md").write_text(readme(arch, kind, reason, spec, card))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is not
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Exported(out, kind, arch, reason, stats[0], stats[1], stats[2])
+
+
+def export_command(
+    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
+    out: Path = typer.Option(..., help="the folder to write (must not exist, or be empty)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+) -> None:
+    """Export a head and its backbone as a Hugging Face reward model (num_labels = 1)."""
+    done = export(load_params(params), head, out)
+    if done.kind == "native":
+        typer.echo(f"exported {done.folder} as {done.architecture} (num_labels=1, no remote "
+                   f"code; also loads as *ForTokenClassification)")
+    else:
+        typer.echo(f"exported {done.folder} as a trust_remote_code model ({REMOTE_FILE}: "
+                   f"{done.why_remote}); load it with trust_remote_code=True")
+    typer.echo(f"validation logits: mean {done.mean:.4f}, std {done.std:.4f} over {done.val_rows} "
+               f"rows (config.json: mean, std)")
+
+
+export_command.__name__ = "export"
+COMMANDS: list = [export_command]
