@@ -84,6 +84,10 @@ def reward_distributions(rewards: dict[str, np.ndarray], observed: np.ndarray, p
 def best_of_n(reports: dict[str, dict], path: Path, title: str = "") -> Path:
     """Mean clean rating of each head's best-of-N pick, between the random pick and the best
     possible (the same test groups for every method, so two lines)."""
+    return save_png(best_of_n_figure(reports, title), path)
+
+
+def best_of_n_figure(reports: dict[str, dict], title: str = ""):
     plt = pyplot()
     names = [n for n, r in reports.items() if r["metrics"].get("bon_groups")]
     m = [reports[n]["metrics"] for n in names]
@@ -97,4 +101,4 @@ def best_of_n(reports: dict[str, dict], path: Path, title: str = "") -> Path:
     ax.set_ylabel("mean clean rating of the pick")
     ax.legend(fontsize=7)
     ax.set_title(f"{title + ': ' if title else ''}best-of-N over {m[0]['bon_groups']} test groups", fontsize=10)
-    return save_png(fig, path)
+    return fig
