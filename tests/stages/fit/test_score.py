@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import EmbedParams, EvaluateParams, load_params
 from pipeline.store import EmbeddingStore
-from stages.embed.run import embed
 from stages.fit.artifacts import load_head
 from stages.fit.run import fit
 from stages.fit.score import score
-from stages.prepare.run import prepare
-from tests.stages.fit.conftest import fast_fit
-
-REPO = Path(__file__).resolve().parents[3]
-
+from tests.stages.fit.conftest import small_minilm_project
 
 @pytest.fixture
 def minilm_project(tmp_path):
-    """The repo's params shrunk to 240 built-in rows, stores and heads under tmp_path."""
-    params = load_params(REPO / "params.yaml")
-    source = dataclasses.replace(params.prepare.source, kind="builtin", rows=240)
-    params = dataclasses.replace(
-        params, dataset="s", data_dir=str(tmp_path / "data"),
-        prepare=dataclasses.replace(params.prepare, source=source),
-        embed=EmbedParams(backbones=("minilm",), store_dir=str(tmp_path / "emb"),
-                          models_dir=str(tmp_path / "models")),
-        fit=dataclasses.replace(fast_fit(max_epochs=5), heads_dir=str(tmp_path / "heads"), methods=("naive",)),
-        evaluate=EvaluateParams(reports_dir=str(tmp_path / "reports")))
-    prepare(params)
-    embed(params, "minilm", progress=False)
-    return params
+    return small_minilm_project(tmp_path)
 
 
 def test_score_embeds_only_what_the_store_lacks_and_matches_the_head(minilm_project, tmp_path):
