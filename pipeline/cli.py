@@ -12,7 +12,6 @@ import typer
 
 from pipeline.errors import RmpipeError
 from rmpipe import commands as app_commands
-from rmpipe import export as export_command
 from stages.embed import command as embed_command
 from stages.evaluate import command as evaluate_command
 from stages.fit import command as fit_command
@@ -48,7 +47,7 @@ def user_errors_exit_2(fn):
     return wrapper
 
 
-for module in (prepare_command, embed_command, fit_command, evaluate_command, app_commands, export_command):
+for module in (prepare_command, embed_command, fit_command, evaluate_command, app_commands):
     for fn in getattr(module, "COMMANDS", ()):
         app.command(name=fn.__name__.replace("_", "-"))(user_errors_exit_2(fn))
     for name, group in getattr(module, "GROUPS", {}).items():

@@ -1,4 +1,6 @@
-"""CLI commands of the application layer (registered by the CLI): ``serve`` and ``rerank``."""
+"""CLI commands of the application layer (registered by the CLI): ``export``, ``serve`` and
+``rerank``. Their implementations are imported inside each command, so ``rmpipe --help`` and the
+stage commands don't pay for polars, transformers or fastapi."""
 
 from __future__ import annotations
 
@@ -6,6 +8,26 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def export(
+    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
+    out: Path = typer.Option(..., help="the folder to write (must not exist, or be empty)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+) -> None:
+    """Export a head and its backbone as a Hugging Face reward model (num_labels = 1)."""
+    from pipeline.config import load_params
+    from rmpipe.export import REMOTE_FILE, export as run_export
+
+    done = run_export(load_params(params), head, out)
+    if done.kind == "native":
+        typer.echo(f"exported {done.folder} as {done.architecture} (num_labels=1, no remote "
+                   f"code; also loads as *ForTokenClassification)")
+    else:
+        typer.echo(f"exported {done.folder} as a trust_remote_code model ({REMOTE_FILE}: "
+                   f"{done.why_remote}); load it with trust_remote_code=True")
+    typer.echo(f"validation logits: mean {done.mean:.4f}, std {done.std:.4f} over {done.val_rows} "
+               f"rows (config.json: mean, std)")
 
 
 def serve(
@@ -43,4 +65,4 @@ def rerank(
     typer.echo(f"reranked {n} candidates in {groups} groups -> {written}")
 
 
-COMMANDS: list = [serve, rerank]
+COMMANDS: list = [export, serve, rerank]

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import typer
 
-from pipeline.config import BackboneSpec, Params, load_params
+from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore, spec_hash
 from pipeline.table import read_table
@@ -262,24 +261,3 @@ def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return Exported(out, kind, arch, reason, stats[0], stats[1], stats[2])
-
-
-def export_command(
-    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
-    out: Path = typer.Option(..., help="the folder to write (must not exist, or be empty)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
-) -> None:
-    """Export a head and its backbone as a Hugging Face reward model (num_labels = 1)."""
-    done = export(load_params(params), head, out)
-    if done.kind == "native":
-        typer.echo(f"exported {done.folder} as {done.architecture} (num_labels=1, no remote "
-                   f"code; also loads as *ForTokenClassification)")
-    else:
-        typer.echo(f"exported {done.folder} as a trust_remote_code model ({REMOTE_FILE}: "
-                   f"{done.why_remote}); load it with trust_remote_code=True")
-    typer.echo(f"validation logits: mean {done.mean:.4f}, std {done.std:.4f} over {done.val_rows} "
-               f"rows (config.json: mean, std)")
-
-
-export_command.__name__ = "export"
-COMMANDS: list = [export_command]
