@@ -337,7 +337,7 @@ def write(records: list[dict], meta: dict, out: Path) -> Path:
         "## Semi-synthetic worlds", "",
         "`all shared texts`: every row of the three shared sets, a known five-level reward "
         "`z = e·u + 0.5 tanh(e·v) + ε` on whitened PCA-64 coordinates of the backbone's embedding, cut at "
-        "quantiles (.15, .35, .6, .85); `gaussian`: `stages.fit.synthetic.make_world`. Same protocol, seeds and heads.", "",
+        "quantiles (.15, .35, .6, .85); `gaussian`: `pipeline.synthetic.make_world`. Same protocol, seeds and heads.", "",
         *table_methods(res, worlds, "true"), "### Estimated rates", "", *table_methods(res, worlds, "estimated"),
     ]
     if errors:

@@ -9,7 +9,7 @@ so the simulation is exactly the pipeline's; the worlds follow METHOD.md's proto
 - ``embedding`` world: all the shared texts together, with a known five-level reward that is a
   function of their real embeddings (``z = e·u + 0.5 tanh(e·v) + ε`` on whitened PCA coordinates,
   cut at fixed quantiles into levels 0–4), then :class:`stages.prepare.simulate.Simulator`;
-- ``gaussian`` world: :func:`stages.fit.synthetic.make_world` (``e ~ N(0, I)``) at N ≥ 30,000,
+- ``gaussian`` world: :func:`pipeline.synthetic.make_world` (``e ~ N(0, I)``) at N ≥ 30,000,
   the scale at which the paper's effect appears.
 """
 
@@ -141,9 +141,9 @@ class EmbeddingWorld:
 
 def gaussian_draw(n: int, dim: int, alpha: float, rho: tuple[float, float], seed: int,
                   target_rate: float = 0.2) -> Draw:
-    """:func:`stages.fit.synthetic.make_world` (a fresh world per seed); rows ``2k, 2k+1`` form
+    """:func:`pipeline.synthetic.make_world` (a fresh world per seed); rows ``2k, 2k+1`` form
     one comparison."""
-    from stages.fit.synthetic import make_world
+    from pipeline.synthetic import make_world
 
     w = make_world(n=n, dim=dim, alpha=alpha, target_rate=target_rate, rho_pos=rho[0], rho_neg=rho[1], seed=seed)
     fit, test = w.split != "test", w.split == "test"

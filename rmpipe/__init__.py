@@ -1,1 +1,2 @@
-"""rmpipe's application layer: what a user runs above the stages (export, serve, rerank)."""
+"""rmpipe's application layer: what a user runs above the stages (the CLI front door, score,
+export, serve, rerank)."""

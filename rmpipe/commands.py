@@ -1,6 +1,6 @@
-"""CLI commands of the application layer (registered by the CLI): ``export``, ``serve`` and
-``rerank``. Their implementations are imported inside each command, so ``rmpipe --help`` and the
-stage commands don't pay for polars, transformers or fastapi."""
+"""CLI commands of the application layer (registered by the CLI): ``score``, ``export``,
+``serve`` and ``rerank``. Their implementations are imported inside each command, so
+``rmpipe --help`` and the stage commands don't pay for polars, transformers or fastapi."""
 
 from __future__ import annotations
 
@@ -8,6 +8,21 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def score(
+    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
+    data: Path = typer.Option(..., help="pairs to score: parquet, jsonl or csv with prompt and response"),
+    out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data>.rewards.parquet)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score prompt-response pairs with a head: embed what the store lacks, then write rewards."""
+    from pipeline.config import load_params
+    from rmpipe.score import score as run_score
+
+    written, n = run_score(load_params(params), head, data, out, progress=progress)
+    typer.echo(f"scored {n} pairs -> {written}")
 
 
 def export(
@@ -65,4 +80,4 @@ def rerank(
     typer.echo(f"reranked {n} candidates in {groups} groups -> {written}")
 
 
-COMMANDS: list = [export, serve, rerank]
+COMMANDS: list = [score, export, serve, rerank]

@@ -16,7 +16,7 @@ import polars as pl
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.files import FORMATS
-from stages.fit.score import read_pairs, score_frame, write_rewards
+from rmpipe.score import read_pairs, score_frame, write_rewards
 
 OUTPUTS = (".parquet", ".csv", ".jsonl")
 

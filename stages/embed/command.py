@@ -1,4 +1,4 @@
-"""CLI commands of the embed stage (registered by pipeline/cli.py): ``rmpipe embed`` and
+"""CLI commands of the embed stage (registered by rmpipe/cli.py): ``rmpipe embed`` and
 ``rmpipe cache ls|verify|merge``. Heavy imports stay inside the functions so that
 ``rmpipe --help`` is instant."""
 

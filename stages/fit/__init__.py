@@ -2,7 +2,7 @@
 
 Entry points (imported from their modules so that ``rmpipe --help`` stays fast):
 ``stages.fit.run.fit(params, backbone, methods=None, *, dataset=None, progress=True)``,
-``stages.fit.score.score(params, head_dir, data, out=None, *, progress=True)``; on arrays,
+``rmpipe.score.score(params, head_dir, data, out=None, *, progress=True)``; on arrays,
 ``stages.fit.core.fit_arrays(FitInputs(...), params.fit, [METHODS[name], ...])``; heads load with
 ``stages.fit.artifacts.load_head(folder)``.
 """

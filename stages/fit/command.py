@@ -1,4 +1,4 @@
-"""CLI commands of the fit stage (registered by pipeline/cli.py): ``fit`` and ``score``."""
+"""CLI commands of the fit stage (registered by rmpipe/cli.py): ``fit``."""
 
 from __future__ import annotations
 
@@ -40,19 +40,4 @@ def fit(
         typer.echo(f"{name}: {folder}")
 
 
-def score(
-    head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
-    data: Path = typer.Option(..., help="pairs to score: parquet, jsonl or csv with prompt and response"),
-    out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data>.rewards.parquet)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Score prompt-response pairs with a head: embed what the store lacks, then write rewards."""
-    from pipeline.config import load_params
-    from stages.fit.score import score as run_score
-
-    written, n = run_score(load_params(params), head, data, out, progress=progress)
-    typer.echo(f"scored {n} pairs -> {written}")
-
-
-COMMANDS: list = [fit, score]
+COMMANDS: list = [fit]

@@ -1,4 +1,4 @@
-"""CLI commands of the prepare stage (registered by pipeline/cli.py)."""
+"""CLI commands of the prepare stage (registered by rmpipe/cli.py)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pipeline.config import BackboneSpec, EmbedParams, EvaluateParams, load_para
 from pipeline.table import canonical_prompt
 from stages.embed.run import embed
 from stages.fit.run import fit
-from stages.fit.score import score
+from rmpipe.score import score
 from stages.prepare.run import prepare
 from tests.stages.fit.conftest import fast_fit
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from rmpipe.cli import app
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
 from rmpipe.export import REMOTE_FILE, export

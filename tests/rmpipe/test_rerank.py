@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from rmpipe.rerank import rerank
-from stages.fit.score import score
+from rmpipe.score import score
 
 CANDIDATES = {"How do I boil an egg?": ["Put it in boiling water for nine minutes.", "No.", "Eggs are oval."],
               "What is two plus two?": ["Four.", "It is 4, because 2 + 2 = 4.", "I cannot help with that."]}

@@ -15,7 +15,7 @@ import pytest
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from rmpipe.serve import RewardModel, ServeSettings, ServerThread, build_app
-from stages.fit.score import score
+from rmpipe.score import score
 
 NEW = [("How do I reset my router?", "Unplug it for thirty seconds, then plug it back in."),
        ("What is the capital of Peru?", "Lima.")]

@@ -163,7 +163,7 @@ def test_a_changed_function_is_refused_by_name(llama_params):
 def test_cli_embed_and_cache_ls(llama_project):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from rmpipe.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["embed", "--backbone", "tiny", "--params", str(llama_project)])

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from rmpipe.cli import app
 from pipeline.errors import RmpipeError
 from stages.evaluate.run import evaluate
 from stages.fit.run import fit

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.config import EmbedParams, EvaluateParams, FitParams, HeadParams, NoiseParams, PropensityParams, load_params
-from stages.fit.synthetic import make_world, write_project
+from pipeline.synthetic import make_world, write_project
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -12,7 +12,7 @@ from pipeline.errors import RmpipeError
 from stages.fit.core import FitInputs, fit_arrays
 from stages.fit.head import RewardHead
 from stages.fit.methods import METHODS
-from stages.fit.synthetic import make_world
+from pipeline.synthetic import make_world
 
 WORLD = make_world(n=800, dim=6, seed=0)
 TV = WORLD.split != "test"

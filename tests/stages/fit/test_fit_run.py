@@ -12,13 +12,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from rmpipe.cli import app
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table, write_table
 from stages.fit.artifacts import load_head, load_nuisance
 from stages.fit.run import fit, load_inputs
-from stages.fit.score import score
+from rmpipe.score import score
 
 
 def write_params(params, path):

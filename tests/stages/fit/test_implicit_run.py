@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from rmpipe.cli import app
 from pipeline.config import PrepareParams
 from pipeline.table import read_table, write_table
-from stages.fit.synthetic import make_world, write_project
+from pipeline.synthetic import make_world, write_project
 from tests.stages.fit.conftest import fast_fit
 from tests.stages.fit.test_fit_run import write_params
 

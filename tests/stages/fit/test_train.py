@@ -11,7 +11,7 @@ from pipeline.config import FitParams, GuardParams, HeadParams, NoiseParams, Pro
 from stages.evaluate.metrics import label_metrics
 from stages.fit.core import FitInputs, fit_arrays
 from stages.fit.methods import METHODS
-from stages.fit.synthetic import make_world
+from pipeline.synthetic import make_world
 
 
 def inputs(world) -> FitInputs:

@@ -11,7 +11,7 @@ import pytest
 from stages.fit.core import FitInputs, fit_nuisance
 from stages.fit.methods import get_method
 from stages.fit.propensity import BLIND_AUC, FLAT_ESS, PropensityModel, propensity_trust
-from stages.fit.synthetic import make_world
+from pipeline.synthetic import make_world
 from tests.stages.fit.conftest import fast_fit
 
 VISIBLE, HIDDEN = 0.5, 100.0  # latent noise: the rating follows the embedding, or all but ignores it

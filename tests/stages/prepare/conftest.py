@@ -97,7 +97,7 @@ def hub_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     """Run ``rmpipe <args>`` in-process from a fresh working directory; returns the result."""
-    from pipeline.cli import app
+    from rmpipe.cli import app
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

@@ -11,7 +11,7 @@ import pytest
 from pipeline.store import EmbeddingStore
 from stages.fit.artifacts import load_head
 from stages.fit.run import fit
-from stages.fit.score import score
+from rmpipe.score import score
 from tests.stages.fit.conftest import small_minilm_project
 
 @pytest.fixture
