@@ -61,7 +61,8 @@ def read_user_table(path: str | Path, columns: Mapping[str, str] | None = None,
     df = read_any(path, text=[names[c] for c in TEXT if c in names])
     for contract, col in names.items():
         if col in df.columns:
-            df = df.with_columns(_coerce(df[col], contract, f"{path}").alias(col))
+            label = col if col == contract else f"{col} (mapped to {contract})"
+            df = df.with_columns(_coerce(df[col].alias(label), contract, f"{path}").alias(col))
     return df
 
 
