@@ -37,12 +37,21 @@ REQUIRED = ("pair_id", "prompt", "response", "group_id", "split", "observed", "f
 NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true")
 
 
-def canonical_prompt(prompt: str | Sequence[dict]) -> str:
+def canonical_prompt(prompt: str | Sequence[dict], where: str = "prompt") -> str:
     """A prompt as one string: plain text stays as is; a multi-turn prompt becomes canonical JSON
-    (``[{"content","role"}...]``, sorted keys, no spaces) so that its hash is stable."""
+    (``[{"content","role"}...]``, sorted keys, no spaces) so that its hash is stable. A turn
+    without a text ``role`` or ``content`` is an error naming ``where`` (never a role "None")."""
     if isinstance(prompt, str):
         return prompt
-    turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in prompt]
+    if not len(prompt):
+        raise RmpipeError(f"{where}: an empty list of chat turns")
+    for j, t in enumerate(prompt):
+        for key in ("role", "content"):
+            value = t.get(key) if isinstance(t, dict) else None
+            if not isinstance(value, str):
+                got = "missing" if value is None else f"a {type(value).__name__}"
+                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} ({got})")
+    turns = [{"role": t["role"], "content": t["content"]} for t in prompt]
     return json.dumps(turns, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -51,7 +60,8 @@ def prompt_turns(prompt: str) -> list[dict]:
     if prompt.startswith("[{"):
         try:
             turns = json.loads(prompt)
-            if all(isinstance(t, dict) and {"role", "content"} <= t.keys() for t in turns):
+            if all(isinstance(t, dict) and isinstance(t.get("role"), str)
+                   and isinstance(t.get("content"), str) for t in turns):
                 return turns
         except json.JSONDecodeError:
             pass

@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.files import FORMATS
+from pipeline.reader import FORMATS
 from rmpipe.score import read_pairs, score_frame, write_rewards
 
 OUTPUTS = (".parquet", ".csv", ".jsonl")

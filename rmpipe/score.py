@@ -16,28 +16,22 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.files import read_any
+from pipeline.reader import read_user_table
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import canonical_prompt, make_pair_id
+from pipeline.table import pair_ids
 
 
 def read_pairs(path: Path) -> pl.DataFrame:
-    """A file of pairs (``prompt``, ``response``; other columns kept) with their ``pair_id``."""
+    """A file of pairs (``prompt``, ``response``; other columns kept as read) with their
+    ``pair_id``, read as ``prepare`` reads logs (:mod:`pipeline.reader`)."""
     path = Path(path)
-    df = read_any(path)
+    df = read_user_table(path, coerce=("prompt", "response"))
     missing = [c for c in ("prompt", "response") if c not in df.columns]
     if missing:
         raise RmpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     if df.height == 0:
         raise RmpipeError(f"{path}: no rows to score")
-    raw = df["prompt"].to_list()
-    responses = df["response"].cast(pl.String).to_list()
-    for i, (p, r) in enumerate(zip(raw, responses)):
-        if p is None or r is None:
-            raise RmpipeError(f"{path}: row {i}: missing prompt or response")
-    prompts = [canonical_prompt(p if isinstance(p, str) else list(p)) for p in raw]
-    ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
-    return df.with_columns(pl.Series("prompt", prompts), pl.Series("pair_id", ids))
+    return df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
 
 def write_rewards(df: pl.DataFrame, out: Path) -> Path:

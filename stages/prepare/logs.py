@@ -3,7 +3,10 @@
 ``prepare.source.columns`` maps contract columns to the file's (``{prompt: question}``); a
 contract column the mapping leaves out is taken by its own name if the file has it. With an
 ``observed`` column, observed and feedback come from the logs and nothing is simulated; without
-one, a ``rating`` column is simulated (if ``prepare.simulate.enabled``). In implicit mode
+one, a ``rating`` column is simulated (if ``prepare.simulate.enabled``), or, with no rating,
+a clean 0/1 ``label`` taken as a two-level rating (a label beside a rating is the user's and is
+never overwritten: :func:`stages.prepare.run.build` refuses one the simulation would change).
+The file is read by :mod:`pipeline.reader` (the same coercions as ``score``). In implicit mode
 (``prepare.feedback: implicit``) a ``feedback`` column alone is the log (1 acted, 0 not; any
 ``observed`` column is not used): :mod:`stages.prepare.implicit`. Every bad row is an
 error naming the file, the row (0-based, data rows) and the column: the whole table is checked
@@ -18,8 +21,8 @@ import polars as pl
 
 from pipeline.config import SourceParams
 from pipeline.errors import RmpipeError
-from pipeline.files import read_any
-from pipeline.table import SCHEMA, canonical_prompt, pair_ids, validate
+from pipeline.reader import CONTRACT, read_user_table
+from pipeline.table import SCHEMA, _refuse_rows, pair_ids, validate
 from stages.prepare.implicit import IMPLICIT_HINT, check_logged
 from stages.prepare.sources import Loaded, group_key
 
@@ -50,29 +53,22 @@ def _map(df: pl.DataFrame, columns: dict[str, str], path: Path, covariates) -> p
     return pl.DataFrame(out)
 
 
-def _friendly_types(df: pl.DataFrame) -> pl.DataFrame:
-    """Accept 0/1 integers for ``observed`` and integral floats (NaN = missing, as pandas
-    writes it) for ``feedback``/``label``; anything else is left for validation to name."""
-    if "observed" in df.columns and df["observed"].dtype.is_integer():
-        if df["observed"].drop_nulls().is_in([0, 1]).all():
-            df = df.with_columns(pl.col("observed").cast(pl.Boolean))
-    for name in ("feedback", "label"):
-        if name in df.columns and df[name].dtype.is_float():
-            col = df[name].fill_nan(None)
-            if (col.drop_nulls() == col.drop_nulls().round()).all():
-                df = df.with_columns(col.cast(pl.Int64).alias(name))
-    if "prompt" in df.columns and isinstance(df["prompt"].dtype, pl.List):
-        df = df.with_columns(pl.col("prompt").map_elements(
-            lambda t: canonical_prompt(t.to_list() if hasattr(t, "to_list") else t),
-            return_dtype=pl.String))
-    return df
+def _label_as_rating(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    """A clean 0/1 ``label`` with nothing logged and no ``rating``: the paper's simulation runs
+    on it as a two-level rating (its median threshold gives back the same label)."""
+    label = df["label"]
+    _refuse_rows(label.is_null(), where, "label", "missing value (with no rating column, the label "
+                 "is the rating that feedback is simulated from)")
+    _refuse_rows(~label.is_in([0, 1]), where, "label", "label outside {0, 1}")
+    return df.with_columns(label.cast(pl.Float64).alias("rating"))
 
 
 def load_logs(src: SourceParams, where: str = "params", covariates=(), feedback: str = "explicit") -> Loaded:
     if not src.path:
         raise RmpipeError(f"{where}: prepare.source.path: kind 'file' needs the path of your logs")
     path = Path(src.path)
-    df = _friendly_types(_map(read_any(path), src.columns, path, covariates))
+    coerce = [c for c in CONTRACT if not (feedback == "implicit" and c == "observed")]  # unused there
+    df = _map(read_user_table(path, src.columns, coerce), src.columns, path, covariates)
     if df.height == 0:
         raise RmpipeError(f"{path}: empty file (no rows)")
     hints = []
@@ -85,9 +81,10 @@ def load_logs(src: SourceParams, where: str = "params", covariates=(), feedback:
             df = check_logged(df, str(path))
     else:
         logged = "observed" in df.columns
-    for name in ("prompt", "response"):
-        if df[name].dtype != pl.String:
-            raise RmpipeError(f"{path}: column {name} has type {df[name].dtype}, expected String")
+    rating_note = "rating as logged" if "rating" in df.columns else ""
+    if not logged and "rating" not in df.columns and "label" in df.columns:
+        df = _label_as_rating(df, str(path))
+        rating_note = "label (0/1) taken as a two-level rating"
     filled = {}
     if "pair_id" not in df.columns:
         filled["pair_id"] = pl.Series(pair_ids(df["prompt"].fill_null("").to_list(),
@@ -115,5 +112,5 @@ def load_logs(src: SourceParams, where: str = "params", covariates=(), feedback:
     if "split" in df.columns:
         out = out.with_columns(checked["split"].alias("given_split"))
     return Loaded(out, f"file:{path.name}", src.licence or "the user's own logs (licence not stated)",
-                  None, "rating as logged" if "rating" in df.columns else "", {}, logged=logged,
+                  None, rating_note, {}, logged=logged,
                   where=str(path), hints=hints)

@@ -18,7 +18,7 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.table import pair_ids, validate
+from pipeline.table import _refuse_rows, pair_ids, validate
 from stages.prepare import implicit
 from stages.prepare.simulate import Simulator, realised_rates, threshold
 from stages.prepare.sources import Loaded, load_source
@@ -88,8 +88,10 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
         raise RmpipeError(f"{where}: prepare.simulate.enabled is false but {loaded.name} has no "
                           "logged observed/feedback columns; enable simulation or map them")
     elif pp.feedback == "implicit":
+        _keep_users_label(df, loaded.where)
         df, report["feedback"] = implicit.simulate_table(df, sim, pp.simulate.implicit, loaded.scale, loaded.where)
     else:
+        _keep_users_label(df, loaded.where)
         df, report["feedback"] = _simulate(df, sim, loaded)
     if loaded.hints:
         report["hints"] = list(loaded.hints)
@@ -97,6 +99,20 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     report["rows"] = _counts(df)
     report["straddling_groups"] = straddling(df["group_id"].to_list(), df["split"].to_list())
     return df, report
+
+
+def _keep_users_label(df: pl.DataFrame, where: str) -> None:
+    """A user's clean label is theirs: refuse (naming the first row) a simulation that would
+    write another label over it (the simulation's is ``rating > median of the rating levels``)."""
+    if "label" not in df.columns or df["label"].null_count() == df.height or "rating" not in df.columns:
+        return
+    if df["rating"].null_count() or df["rating"].is_nan().any():
+        return  # the simulation refuses these by name
+    rating = df["rating"].to_numpy()
+    derived = pl.Series((rating > threshold(rating)).astype(np.int8))
+    _refuse_rows(df["label"].is_not_null() & (df["label"].cast(pl.Int8) != derived), where, "label",
+                 "your label disagrees with the one simulated from column rating (rating > "
+                 f"{threshold(rating):g}); drop one of label and rating")
 
 
 def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.DataFrame, dict]:

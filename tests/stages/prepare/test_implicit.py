@@ -46,8 +46,8 @@ IMPLICIT_BAD = [
      r"clicks\.jsonl: row 5, column feedback: missing value \(implicit mode: 1 where the user acted"),
     ("all zero", [dict(r, copied=0) for r in CLICKS],
      r"clicks\.jsonl: column feedback: no row has feedback 1 \(nothing was acted on\)"),
-    ("text clicks", [dict(r, copied="yes") for r in CLICKS],
-     r"clicks\.jsonl: column feedback has type String, expected 0/1 integers"),
+    ("text clicks", [dict(r, copied="clicked") for r in CLICKS],
+     r"clicks\.jsonl: row 0, column copied \(mapped to feedback\): 'clicked' is not 0 or 1"),
 ]
 
 
