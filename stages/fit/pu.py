@@ -200,9 +200,12 @@ def labelling(data, Z, params: FitParams, methods, misclick: float) -> tuple[np.
     tr = np.flatnonzero(data.train)
     attrs = Features(None, tuple(columns)).fit(np.empty((len(data.X), 0), np.float32), data.columns, tr)
     W = attrs.transform(np.empty((len(data.X), 0), np.float32), data.columns).astype(np.float64)
-    if not np.isfinite(W).all():
-        raise RmpipeError(f"{data.where}: fit.pu.propensity_columns: row {int(np.argmax(~np.isfinite(W).all(axis=1)))} "
-                          "has a missing or non-finite value")
+    bad = ~np.isfinite(W).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        row = f"pair_id {data.ids[i]}" if data.ids else f"row {i}"
+        raise RmpipeError(f"{data.where}: {row}: a missing or non-finite value in fit.pu.propensity_columns "
+                          f"{list(columns)} ({int(bad.sum())} row(s) in all)")
     em = LabellingEM(misclick, seed=prop.seed).fit(Z[tr], W[tr], data.feedback[tr])
     raw = em.predict(W)
     return clip(raw, prop.clip_min), {

@@ -160,6 +160,9 @@ def test_sar_without_a_logged_propensity_or_propensity_columns_and_explicit_meth
         fit_nuisance(data, FitParams(), [get_method("sar")])
     with pytest.raises(RmpipeError, match=r"toy: column length \(fit.pu.propensity_columns\) is not in the table"):
         fit_nuisance(data, FitParams(pu=PUParams(propensity_columns=("length",))), [get_method("sar_noise")])
+    data.columns["length"] = np.where(np.arange(3000) == 7, np.nan, 1.0)
+    with pytest.raises(RmpipeError, match=r"toy: row 7: a missing or non-finite value in fit.pu.propensity_columns"):
+        fit_nuisance(data, FitParams(pu=PUParams(propensity_columns=("length",))), [get_method("sar")])
     with pytest.raises(RmpipeError, match=r"fit.pu.propensity_columns must be distinct column names"):
         PUParams(propensity_columns=("length", "length"))
     with pytest.raises(RmpipeError, match=r"method causalrm learns from explicit feedback, but this table holds "
