@@ -10,7 +10,12 @@ quantity each needs either *estimated* (no truth used) or *known* (the simulatio
 - ``pu_naive``: nothing;  ``scar``: ĉ (Elkan & Noto e1);  ``nnpu[π̂]``: π̂ = P(a=1)/ĉ;
 - ``upu[π]`` / ``nnpu[π]``: the true class prior of the train split;
 - ``sar[e]``: the true labelling propensity as ``propensity_logged``;
-- ``sar_noise[e,ρ]``: the same plus the true mis-click rate (mis-click setting only).
+- ``sar[ê(len)]``: no propensity_logged; ``e`` by SAR-EM with the response's length (characters,
+  a column any log has) as the propensity attribute (``fit.pu.propensity_columns``). The world's
+  labelling depends on the latent grade, not on length: length is a proxy the assumption
+  only approximately meets;
+- ``sar_noise[e,ρ]`` / ``sar_noise[ê(len),ρ]``: the same plus the true mis-click rate (mis-click
+  setting only).
 
 Scored on the clean test split: R², MAE, AUROC, and best-of-N where a test prompt has several
 rated responses. Paired per-seed differences from ``pu_naive`` with 95% t-intervals.
@@ -120,10 +125,10 @@ def run_draw(params: Params, dataset: str, seed: int, rho_neg: float, backbone: 
     data = FitInputs(X, split, np.ones(len(X), bool), a, propensity_logged=e_true, kind="implicit", where="bench")
     fits, t0 = [], time.perf_counter()
 
-    def fit(label, method, fparams, nuisance=None):
+    def fit(label, method, fparams, nuisance=None, inputs=data):
         m = get_method(method)
-        nuis = nuisance or fit_nuisance(data, fparams, [m])
-        model, res = fit_method(data, nuis, m, fparams)
+        nuis = nuisance or fit_nuisance(inputs, fparams, [m])
+        model, res = fit_method(inputs, nuis, m, fparams)
         fits.append({"method": label, **score(model, *args), "best_epoch": res.best_epoch,
                      "runaway": res.runaway["detected"]})
         return nuis
@@ -136,8 +141,16 @@ def run_draw(params: Params, dataset: str, seed: int, rho_neg: float, backbone: 
     fit("upu[π]", "upu", known)
     fit("nnpu[π]", "nnpu", known)
     fit("sar[e]", "sar", known)
+    chars = fit_df["response"].str.len_chars().to_numpy().astype(float)
+    unlogged = FitInputs(X, split, np.ones(len(X), bool), a, columns={"response_chars": chars},
+                         kind="implicit", where="bench")
+    by_len = dataclasses.replace(known, pu=dataclasses.replace(known.pu, propensity_columns=("response_chars",)))
+    e_fit = fit("sar[ê(len)]", "sar", by_len, inputs=unlogged)
     if rho_neg > 0:
         fit("sar_noise[e,ρ]", "sar_noise", known)
+        fit("sar_noise[ê(len),ρ]", "sar_noise", by_len, inputs=unlogged)
+    pos = tr & (y == 1)
+    e_hat = e_fit.pu.labelling
     oracle = FitInputs(X, split, np.ones(len(X), bool), y, where="bench:oracle")
     naive = get_method("naive")
     model, res = fit_method(oracle, fit_nuisance(oracle, fp, [naive]), naive, fp)
@@ -146,6 +159,10 @@ def run_draw(params: Params, dataset: str, seed: int, rho_neg: float, backbone: 
     diag = {"pi_true": pi_true, "pi_hat": est.pu.prior, "c_true": z["positives_acted_on"], "c_hat": est.pu.c,
             "acted_rate": z["acted_rate"], "misclick": z["misclick_rate"], "scar_holds": z["scar_holds"],
             "g_auc": est.diagnostics["pu"]["action_model"]["oof_auc"], "rows_train": int(tr.sum()),
+            "e_mae": float(np.abs(e_hat - np.maximum(e_true, fp.propensity.clip_min))[pos].mean()),
+            "e_corr": float(np.corrcoef(e_hat[pos], e_true[pos])[0, 1]), "e_hat_mean": float(e_hat[pos].mean()),
+            "em_prior": e_fit.diagnostics["pu"]["labelling"]["em_prior"],
+            "e_iters": e_fit.diagnostics["pu"]["labelling"]["em_iterations"],
             "seconds": time.perf_counter() - t0}
     return {"dataset": dataset, "seed": seed, "rho_neg": rho_neg, "fits": fits, "diag": diag}
 
@@ -172,11 +189,14 @@ def tables(records: list[dict]) -> str:
                                  for r in recs], dtype=float) for k in METRICS} for m in methods}
         has_bon = not np.isnan(val["oracle"]["bon_gap_closed"]).all()
         cols = [c for c in METRICS if c != "bon_gap_closed" or has_bon]
-        d = {k: np.array([r["diag"][k] for r in recs], dtype=float) for k in ("pi_true", "pi_hat", "c_true", "c_hat", "acted_rate", "misclick", "g_auc")}
+        d = {k: np.array([r["diag"][k] for r in recs], dtype=float)
+             for k in ("pi_true", "pi_hat", "c_true", "c_hat", "acted_rate", "misclick", "g_auc", "e_mae", "e_corr", "e_hat_mean", "em_prior")}
         out += [f"### {dataset}, mis-clicks rho_neg = {rho} ({len(recs)} seeds, {recs[0]['diag']['rows_train']} train rows)", "",
                 f"acted rate {d['acted_rate'].mean():.3f}; π true {d['pi_true'].mean():.3f} vs π̂ {d['pi_hat'].mean():.3f}; "
                 f"c true {d['c_true'].mean():.3f} vs ĉ {d['c_hat'].mean():.3f}; mis-clicks {d['misclick'].mean():.3f}; "
-                f"AUC of g(x)≈P(a=1|x) {d['g_auc'].mean():.3f}; SCAR holds: {recs[0]['diag']['scar_holds']}", "",
+                f"AUC of g(x)≈P(a=1|x) {d['g_auc'].mean():.3f}; SCAR holds: {recs[0]['diag']['scar_holds']}; "
+                f"ê(len) vs e on train positives: mean {d['e_hat_mean'].mean():.3f} vs {d['c_true'].mean():.3f}, "
+                f"MAE {d['e_mae'].mean():.3f}, correlation {d['e_corr'].mean():.3f}; SAR-EM's π {d['em_prior'].mean():.3f}", "",
                 "| method | " + " | ".join(cols) + " | " + " | ".join(f"Δ{c} vs pu_naive" for c in cols) + " |",
                 "|---|" + "---:|" * (2 * len(cols))]
         for m in methods:

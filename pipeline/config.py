@@ -179,8 +179,11 @@ class PUParams:
     rho_neg: float | None = 0.0
     q: float = 0.03
     model: str = "logistic"  # the classifier g(x) ≈ P(a = 1 | x)
+    propensity_columns: tuple[str, ...] = ()  # sar without propensity_logged: the columns e(x) depends on (SAR-EM)
 
     def __post_init__(self):
+        if len(set(self.propensity_columns)) != len(self.propensity_columns) or not all(self.propensity_columns):
+            raise RmpipeError(f"fit.pu.propensity_columns must be distinct column names, got {list(self.propensity_columns)!r}")
         for key in ("c", "prior"):
             value = getattr(self, key)
             if value is not None and not 0 < value <= 1:

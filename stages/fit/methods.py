@@ -250,7 +250,8 @@ class NNPU(UPU):
 @dataclass(frozen=True)
 class SAR(Method):
     """Per-row labelling propensity ``e(x)`` (Bekker, Robberechts & Davis 2019): acted rows
-    ``a1 = 1/e``, ``a0 = 1 − 1/e``; ``e`` from propensity_logged, clipped like ``p̂``."""
+    ``a1 = 1/e``, ``a0 = 1 − 1/e``; ``e`` from propensity_logged or, without it, SAR-EM on
+    fit.pu.propensity_columns (:class:`stages.fit.pu.LabellingEM`), clipped like ``p̂``."""
 
     name: ClassVar[str] = "sar"
     feedback: ClassVar[str] = "implicit"

@@ -46,7 +46,8 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     fractions = check_fractions(pp.split.fractions, where)
     if not 0 < pp.split.val_share < 1:
         raise RmpipeError(f"{where}: prepare.split.val_share must be in (0, 1), got {pp.split.val_share}")
-    loaded = load_source(pp.source, where, params.fit.propensity.covariates, pp.feedback)
+    keep = tuple(dict.fromkeys((*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)))
+    loaded = load_source(pp.source, where, keep, pp.feedback)
     df, dropped = loaded.frame, dict(loaded.dropped)
     if df.height == 0:
         raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")

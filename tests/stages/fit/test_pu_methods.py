@@ -153,10 +153,18 @@ def test_c_and_prior_are_estimated_by_elkan_noto_where_they_are_exact():
     assert train.n == int(data.train.sum()) and len(val.rows) == int(data.val.sum())
 
 
-def test_sar_without_a_logged_propensity_and_explicit_methods_are_refused_by_name():
+def test_sar_without_a_logged_propensity_or_propensity_columns_and_explicit_methods_are_refused_by_name():
     data, _ = separable(n=3000)
-    with pytest.raises(RmpipeError, match=r"toy: method sar needs the labelling propensity e\(x\).*propensity_logged"):
+    with pytest.raises(RmpipeError, match=r"toy: method sar needs the labelling propensity e\(x\).*a propensity_logged "
+                                          r"column, or .* in fit.pu.propensity_columns"):
         fit_nuisance(data, FitParams(), [get_method("sar")])
+    with pytest.raises(RmpipeError, match=r"toy: column length \(fit.pu.propensity_columns\) is not in the table"):
+        fit_nuisance(data, FitParams(pu=PUParams(propensity_columns=("length",))), [get_method("sar_noise")])
+    data.columns["length"] = np.where(np.arange(3000) == 7, np.nan, 1.0)
+    with pytest.raises(RmpipeError, match=r"toy: row 7: a missing or non-finite value in fit.pu.propensity_columns"):
+        fit_nuisance(data, FitParams(pu=PUParams(propensity_columns=("length",))), [get_method("sar")])
+    with pytest.raises(RmpipeError, match=r"fit.pu.propensity_columns must be distinct column names"):
+        PUParams(propensity_columns=("length", "length"))
     with pytest.raises(RmpipeError, match=r"method causalrm learns from explicit feedback, but this table holds "
                                           r"implicit feedback.*implicit methods: pu_naive, scar"):
         fit_nuisance(data, FitParams(), [get_method("causalrm")])
@@ -168,3 +176,54 @@ def test_an_implicit_fit_input_without_actions_is_refused():
         FitInputs(data.X, data.split, data.observed, np.zeros(3000, int), kind="implicit")
     with pytest.raises(RmpipeError, match="every row in the train split has feedback 1"):
         FitInputs(data.X, data.split, data.observed, np.ones(3000, int), kind="implicit")
+
+
+# --- SAR-EM: e(x) from the column the labelling depends on ----------------------------------
+def labelled_by_a_covariate(n=12000, seed=0, misclick=0.0):
+    """Quality from the embedding; the labelling from a logged covariate ``w`` alone (say, the
+    response's length, which goes with quality): ``e = σ(−0.5 + 1.2 w)``, ``a = y · Bern(e)``."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    logit = 2 * X[:, 0] - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    w = 0.6 * X[:, 0] + 0.8 * rng.normal(size=n)
+    e = 1 / (1 + np.exp(-(-0.5 + 1.2 * w)))
+    a = np.where(y == 1, rng.random(n) < e, rng.random(n) < misclick).astype(int)
+    split = np.where(rng.random(n) < 0.7, "train", "val")
+    data = FitInputs(X, split, np.ones(n, bool), a, columns={"w": w}, kind="implicit", where="toy")
+    return data, y, e, torch.tensor(0.8 * logit, dtype=torch.float64)
+
+
+def test_sar_em_recovers_e_from_the_propensity_column_and_sar_with_it_is_unbiased():
+    data, y, e, f = labelled_by_a_covariate()
+    params = FitParams(propensity=PropensityParams(clip_min=0.01), pu=PUParams(propensity_columns=("w",)))
+    nuis = fit_nuisance(data, params, [get_method("sar")])
+    e_hat = nuis.pu.labelling
+    assert np.abs(e_hat - e)[y == 1].mean() < 0.04
+    assert nuis.diagnostics["pu"]["labelling"]["source"].startswith("SAR-EM")
+    assert nuis.diagnostics["pu"]["labelling"]["coef"]["w"] == pytest.approx(1.2, abs=0.25)
+    full = clean_risk(f, y)
+    rows = rows_of(data.feedback, data.split, labelling=e_hat)
+    assert risk("sar", f, rows) == pytest.approx(full, abs=0.03)
+    c_mean = float(e[y == 1].mean())  # a constant e of the right mean is not: w goes with quality
+    assert abs(risk("scar", f, rows_of(data.feedback, data.split, c=c_mean)) - full) > 0.05
+
+
+def test_a_logged_propensity_wins_unless_use_logged_is_off():
+    data, y, e, _ = labelled_by_a_covariate(n=4000)
+    data.propensity_logged = np.full(len(e), 0.5)
+    pu = PUParams(propensity_columns=("w",))
+    logged = fit_nuisance(data, FitParams(pu=pu), [get_method("sar")])
+    assert logged.diagnostics["pu"]["labelling"]["source"] == "propensity_logged"
+    np.testing.assert_array_equal(logged.pu.labelling, 0.5)
+    model = fit_nuisance(data, FitParams(pu=pu, propensity=PropensityParams(use_logged=False)), [get_method("sar")])
+    assert model.diagnostics["pu"]["labelling"]["source"].startswith("SAR-EM")
+    assert np.corrcoef(model.pu.labelling, e)[0, 1] > 0.95
+
+
+def test_sar_em_with_mis_clicks_feeds_sar_noise_an_e_it_can_use():
+    data, y, e, _ = labelled_by_a_covariate(misclick=0.05, seed=1)
+    params = FitParams(propensity=PropensityParams(clip_min=0.1), pu=PUParams(propensity_columns=("w",), rho_neg=0.05))
+    nuis = fit_nuisance(data, params, [get_method("sar_noise")])
+    assert nuis.diagnostics["pu"]["labelling"]["misclick"] == 0.05
+    assert np.abs(nuis.pu.labelling - np.maximum(e, 0.1))[y == 1].mean() < 0.06
