@@ -30,8 +30,6 @@ from pipeline.store import file_sha256
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
 FUNCTION_FIELDS = ("model", "revision", "pooling", "layer", "max_tokens", "chat_template", "dtype")
-POOLINGS = ("last", "mean")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -41,24 +39,6 @@ class ResolvedModel:
     path: str  # folder, or hub id
     weights: str | None  # content hash of the files, None for a hub id
     local: bool
-
-
-def check_spec(name: str, spec: BackboneSpec) -> None:
-    """Refuse settings that can only fail later, naming the backbone and field."""
-    if spec.pooling not in POOLINGS:
-        raise RmpipeError(f"backbones.{name}.pooling: {spec.pooling!r} is not one of {', '.join(POOLINGS)}")
-    if spec.dtype not in DTYPES:
-        raise RmpipeError(f"backbones.{name}.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
-    if spec.backend not in ("hf", "vllm"):
-        raise RmpipeError(f"backbones.{name}.backend: {spec.backend!r} is not hf or vllm")
-    if spec.batch_tokens is not None and spec.batch_tokens < 1:
-        raise RmpipeError(f"backbones.{name}.batch_tokens: {spec.batch_tokens} is not a positive "
-                          f"token budget (or null: by device)")
-    if spec.max_tokens < 8:
-        raise RmpipeError(f"backbones.{name}.max_tokens: {spec.max_tokens} is too small (>= 8)")
-    if spec.backend == "vllm" and spec.layer != -1:
-        raise RmpipeError(f"backbones.{name}.layer: the vllm backend only gives the last layer "
-                          f"(-1), not {spec.layer}; use backend: hf for another layer")
 
 
 def function_spec(spec: BackboneSpec, weights: str | None) -> dict:

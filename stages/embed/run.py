@@ -100,7 +100,6 @@ class Embedder:
 
     def __init__(self, params: Params, backbone: str):
         self.spec = params.backbone(backbone)
-        backbones.check_spec(backbone, self.spec)
         self.resolved = backbones.resolve(self.spec, params.embed.models_dir)
         self.spec_hash = spec_hash(backbones.function_spec(self.spec, self.resolved.weights))
         self.backend = self.encoder = None
@@ -149,7 +148,6 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     """Embed every pair of ``table`` (default: the prepared table of ``params.dataset``) that the
     ``backbone`` store lacks, and return what was done. Idempotent; safe to run concurrently."""
     spec = params.backbone(backbone)
-    backbones.check_spec(backbone, spec)
     part = parse_shard(shard)
     ids, prompts, responses = load_pairs(table if table is not None else params.table_path)
     if part is not None:
