@@ -78,7 +78,7 @@ def validation_stats(params: Params, head: Head) -> tuple[float, float, int]:
 def resolve_backbone(params: Params, head: Head) -> tuple[BackboneSpec, str]:
     """The head's backbone on disk, checked to be the very function the head was trained on."""
     spec = params.backbone(head.backbone)
-    resolved = backbones.resolve(spec, params.embed.models_dir)
+    resolved = backbones.resolve(spec, params.embed.models_dir, head.backbone)
     try:
         _auto_config(resolved.path, spec.revision)
     except (OSError, ValueError) as exc:
