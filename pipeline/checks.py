@@ -1,4 +1,6 @@
-"""Small value checks for the params dataclasses' ``__post_init__`` (obp style).
+"""How settings are checked: plain YAML values into the params dataclasses, keys and types
+first (:func:`from_dict`), then each dataclass's ``__post_init__`` (obp style) with the small
+value checks below.
 
 Each check names the field by its dotted path: a dataclass's ``section`` (``fit.head``) and the
 field (``batch_size``). The loader knows the real path of sections whose place varies
@@ -7,7 +9,11 @@ field (``batch_size``). The loader knows the real path of sections whose place v
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
+from typing import Any
 
 from pipeline.errors import RmpipeError
 
@@ -72,3 +78,59 @@ def each_one_of(obj, name: str, choices) -> None:
         if value not in choices:
             raise SettingError(type(obj).section, f"{name}[{i}]",
                                f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+# --- keys and types ---------------------------------------------------------------------
+def from_dict(cls, raw: Any, where: str, key: str = ""):
+    """Build dataclass ``cls`` from plain YAML values, checking keys and types."""
+    if not isinstance(raw, dict):
+        raise RmpipeError(f"{where}: {key or 'top level'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise RmpipeError(f"{where}: unknown setting {_join(key, unknown[0])}")
+    kwargs = {name: _coerce(hints[name], value, where, _join(key, name)) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except SettingError as exc:  # the dataclass's own check, named by its real path
+        raise RmpipeError(f"{where}: {exc.at(key)}") from None
+    except TypeError as exc:
+        raise RmpipeError(f"{where}: {key or 'top level'}: {exc}") from None
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _coerce(tp, value, where: str, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RmpipeError(f"{where}: {key} must be a mapping")
+        return {str(k): _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RmpipeError(f"{where}: {key} must be a list")
+        item = args[0]
+        return tuple(_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 5e-4 as a string
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if tp is Any:
+        return value
+    raise RmpipeError(f"{where}: {key} must be {tp.__name__}, got {value!r}")

@@ -1,23 +1,22 @@
 """Settings: ``params.yaml`` into typed, frozen dataclasses, once. Nothing else reads YAML.
 
-Each stage has its section; CLI flags override fields with :func:`dataclasses.replace`.
-An unknown key or a value of the wrong type is a user mistake, named with its dotted path.
+Each stage has its section; CLI flags override fields with :func:`dataclasses.replace`
+(:mod:`pipeline.options`). Every dataclass checks its own values in ``__post_init__``, so a bad
+value, an unknown key or a wrong type is refused at load, before any work, named by its dotted
+path (:mod:`pipeline.checks`); a replaced field is checked the same way.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import yaml
 
 from pipeline import checks as check
-from pipeline.checks import SettingError
+from pipeline.checks import from_dict
 from pipeline.errors import RmpipeError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -367,58 +366,3 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     except yaml.YAMLError as exc:
         raise RmpipeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     return from_dict(Params, raw, where=str(path))
-
-
-def from_dict(cls, raw: Any, where: str, key: str = ""):
-    """Build dataclass ``cls`` from plain YAML values, checking keys and types."""
-    if not isinstance(raw, dict):
-        raise RmpipeError(f"{where}: {key or 'top level'} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise RmpipeError(f"{where}: unknown setting {_join(key, unknown[0])}")
-    kwargs = {name: _coerce(hints[name], value, where, _join(key, name)) for name, value in raw.items()}
-    try:
-        return cls(**kwargs)
-    except SettingError as exc:  # the dataclass's own check, named by its real path
-        raise RmpipeError(f"{where}: {exc.at(key)}") from None
-    except TypeError as exc:
-        raise RmpipeError(f"{where}: {key or 'top level'}: {exc}") from None
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _coerce(tp, value, where: str, key: str):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where, key)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RmpipeError(f"{where}: {key} must be a mapping")
-        return {str(k): _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise RmpipeError(f"{where}: {key} must be a list")
-        item = args[0]
-        return tuple(_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads 5e-4 as a string
-        except ValueError:
-            pass
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    if tp is Any:
-        return value
-    raise RmpipeError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
