@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import paper_report as report  # noqa: E402
 from bench.worlds import Draw, EmbeddingWorld, gaussian_draw, shared_draw, shared_params  # noqa: E402
-from pipeline.config import FitParams, Params, load_params  # noqa: E402
+from pipeline.config import METHODS as REGISTRY, FitParams, Params, load_params  # noqa: E402
 from pipeline.errors import RmpipeError  # noqa: E402
 
 PAIRWISE = ("hh-rlhf", "pandalm", "llmbar")  # the embedding world is built on these three
@@ -48,7 +48,7 @@ DATASETS = PAIRWISE + GRADED
 BACKBONES = ("minilm", "smollm2-135m")
 RHOS = ((0.1, 0.2), (0.2, 0.1))
 ALPHAS = (0.5, 0.7, 0.85, 1.0)
-METHODS = ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr")
+METHODS = REGISTRY["explicit"]  # the paper's six, from the methods registry's names
 
 
 # --- one draw ------------------------------------------------------------------------------

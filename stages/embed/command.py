@@ -10,38 +10,39 @@ from typing import Optional
 import typer
 
 from pipeline.config import DEFAULT_PARAMS
+from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, ReportsDir, StoreDir, load
 
 
 def embed(
     backbone: Optional[str] = typer.Option(None, help="Backbone name from params.yaml (default: each of embed.backbones)."),
     shard: Optional[str] = typer.Option(None, help="i/n: embed only the i-th of n hash-partitions (0-based)."),
-    params: Path = typer.Option(DEFAULT_PARAMS, help="Settings file."),
-    dataset: Optional[str] = typer.Option(None, help="Dataset name (data/prepared/<dataset>)."),
     rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function."),
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    progress: Progress = True,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Embed the dataset's prompt-response pairs with a backbone into its store (only missing pairs)."""
-    import dataclasses
-
-    from pipeline.config import load_params
     from stages.embed.run import embed as run_embed
 
-    p = load_params(params)
-    if dataset:
-        p = dataclasses.replace(p, dataset=dataset)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
     for name in [backbone] if backbone else p.embed.backbones:
-        typer.echo(run_embed(p, name, shard=shard, rebuild=rebuild).line())
+        typer.echo(run_embed(p, name, shard=shard, rebuild=rebuild, progress=progress).line())
 
 
 cache_app = typer.Typer(help="Inspect and maintain the embedding stores.", no_args_is_help=True)
 
 
 @cache_app.command("ls")
-def cache_ls(params: Path = typer.Option(DEFAULT_PARAMS, help="Settings file.")) -> None:
+def cache_ls(params: ParamsFile = DEFAULT_PARAMS, store_dir: StoreDir = None) -> None:
     """List embedding stores: backbone, dimension, rows, size on disk, key."""
-    from pipeline.config import load_params
     from pipeline.store import list_stores
 
-    stores = list_stores(load_params(params).embed.store_dir)
+    stores = list_stores(load(params, store_dir=store_dir).embed.store_dir)
     if not stores:
         typer.echo("no embedding stores yet (run `rmpipe embed`)")
         return
@@ -56,13 +57,13 @@ def cache_ls(params: Path = typer.Option(DEFAULT_PARAMS, help="Settings file."))
 def cache_verify(
     backbone: Optional[str] = typer.Argument(None, help="One store (default: all)."),
     repair: bool = typer.Option(False, help="Drop bad shards so `rmpipe embed` recomputes their rows."),
-    params: Path = typer.Option(DEFAULT_PARAMS, help="Settings file."),
+    params: ParamsFile = DEFAULT_PARAMS,
+    store_dir: StoreDir = None,
 ) -> None:
     """Check every shard against its manifest (size, checksum, rows); name any bad one."""
-    from pipeline.config import load_params
     from pipeline.store import list_stores
 
-    stores = [s for s in list_stores(load_params(params).embed.store_dir)
+    stores = [s for s in list_stores(load(params, store_dir=store_dir).embed.store_dir)
               if backbone is None or s.root.name == backbone]
     for s in stores:
         if repair:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from stages.embed.backbones import load_error
 from stages.embed.pooling import pool
 
 
@@ -56,12 +57,14 @@ class HFBackend:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a causal LM's unused lm_head is expected, not news
         hf_logging.disable_progress_bar()  # loading is seconds; our bar is the one that matters
         try:
+            tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
             model = AutoModel.from_pretrained(path, revision=revision, dtype=getattr(torch, dtype))
+        except (OSError, ValueError) as exc:  # a hub id that is not there, no network
+            raise load_error(path, exc) from None
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()

@@ -100,8 +100,7 @@ class Embedder:
 
     def __init__(self, params: Params, backbone: str):
         self.spec = params.backbone(backbone)
-        backbones.check_spec(backbone, self.spec)
-        self.resolved = backbones.resolve(self.spec, params.embed.models_dir)
+        self.resolved = backbones.resolve(self.spec, params.embed.models_dir, backbone)
         self.spec_hash = spec_hash(backbones.function_spec(self.spec, self.resolved.weights))
         self.backend = self.encoder = None
 
@@ -149,14 +148,13 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     """Embed every pair of ``table`` (default: the prepared table of ``params.dataset``) that the
     ``backbone`` store lacks, and return what was done. Idempotent; safe to run concurrently."""
     spec = params.backbone(backbone)
-    backbones.check_spec(backbone, spec)
+    resolved = backbones.resolve(spec, params.embed.models_dir, backbone)  # a missing model: before any work
     part = parse_shard(shard)
     ids, prompts, responses = load_pairs(table if table is not None else params.table_path)
     if part is not None:
         keep = [k for k, pid in enumerate(ids) if in_shard(pid, *part)]
         ids, prompts, responses = ([xs[k] for k in keep] for xs in (ids, prompts, responses))
 
-    resolved = backbones.resolve(spec, params.embed.models_dir)
     function = backbones.function_spec(spec, resolved.weights)
     dim = backbones.hidden_size(resolved, spec.revision)
     store = EmbeddingStore.create(params.store_path(backbone), backbone=backbone,

@@ -20,7 +20,7 @@ from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs, check_kind
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
 from stages.fit.nuisance import CrossFitClassifier, Features
-from stages.fit.propensity import (PropensityModel, check_clip_min, clip, diagnostics, logged_propensity,
+from stages.fit.propensity import (PropensityModel, clip, diagnostics, logged_propensity,
                                    propensity_trust, trust_warning)
 from stages.fit.pu import PUNuisance, fit_pu
 from stages.fit.train import RiskRows, TrainResult, train_head
@@ -108,7 +108,6 @@ class Nuisance:
 def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
     """Fit what ``methods`` need, once, on the train split; predict it for every row."""
     prop, noise = params.propensity, params.noise
-    check_clip_min(prop.clip_min)
     check_kind(methods, data.kind, data.where)
     if data.kind == "implicit":
         return _fit_implicit(data, params, methods)

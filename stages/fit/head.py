@@ -23,11 +23,6 @@ class RewardHead(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 64),
                  activation: str = "leaky_relu", dropout: float = 0.0, bias: bool | None = None):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise RmpipeError(f"fit.head.activation must be one of {', '.join(ACTIVATIONS)}, "
-                              f"got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise RmpipeError(f"fit.head.dropout must be in [0, 1), got {dropout!r}")
         if in_dim < 1 or any(h < 1 for h in hidden):
             raise RmpipeError(f"fit.head: layer sizes must be positive, got {in_dim} -> {list(hidden)}")
         bias = bool(hidden) if bias is None else bool(bias)  # the output layer's bias

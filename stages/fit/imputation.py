@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import RmpipeError
 from stages.fit.noise import NoiseRates
-
-TARGETS = ("clean", "noisy")
 
 
 def impute(noisy: np.ndarray, target: str, rates: NoiseRates | None) -> np.ndarray:
     """``ĝ`` from the feedback classifier's scores ``noisy``: as is, or inverted to clean."""
-    if target not in TARGETS:
-        raise RmpipeError(f"fit.imputation.target must be one of {', '.join(TARGETS)}, got {target!r}")
     noisy = np.clip(np.asarray(noisy, dtype=np.float64), 0.0, 1.0)
     if target == "noisy":
         return noisy

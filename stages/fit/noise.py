@@ -66,8 +66,6 @@ def weak_anchor_warning(feedback_auc: float | None) -> str | None:
 
 def anchor_rates(scores: np.ndarray, q: float = 0.97) -> NoiseRates:
     """Anchor-quantile estimates from out-of-fold scores of a classifier of ``ỹ``."""
-    if not 0.5 < q <= 1.0:
-        raise RmpipeError(f"fit.noise.q must be in (0.5, 1], got {q!r}")
     scores = np.asarray(scores, dtype=np.float64)
     rho_neg = float(np.quantile(scores, 1.0 - q))
     rho_pos = float(1.0 - np.quantile(scores, q))
@@ -78,8 +76,6 @@ def resolve_rates(rho_pos: float | None, rho_neg: float | None, scores: np.ndarr
                   q: float = 0.97) -> NoiseRates:
     """Rates from params when both are given, else anchor estimates from ``scores``; warns (and
     the card records) when ``d`` is small."""
-    if (rho_pos is None) != (rho_neg is None):
-        raise RmpipeError("fit.noise: give both rho_pos and rho_neg, or neither (to estimate them)")
     if rho_pos is not None:
         rates = NoiseRates(float(rho_pos), float(rho_neg), source="params")
     else:

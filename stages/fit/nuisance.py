@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import CLASSIFIERS
 from pipeline.errors import RmpipeError
 
-KINDS = ("logistic", "lightgbm")
+KINDS = CLASSIFIERS
 CHUNK = 8192
 
 
@@ -158,8 +159,6 @@ class CrossFitClassifier:
 
         rows = np.arange(len(X)) if rows is None else np.asarray(rows)
         y = np.asarray(y).astype(int)
-        if self.folds < 2:
-            raise RmpipeError(f"fit.propensity.folds must be at least 2, got {self.folds}")
         if np.bincount(y, minlength=2).min() < self.folds:
             raise RmpipeError(f"too few rows of one class to cross-fit with {self.folds} folds")
         self.oof_ = np.empty(len(rows))

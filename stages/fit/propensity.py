@@ -13,23 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import RmpipeError
-from stages.fit.nuisance import KINDS, CrossFitClassifier
+from stages.fit.nuisance import CrossFitClassifier
 
 
 @dataclass
 class PropensityModel:
-    """Cross-fitted classifier of ``o`` (sklearn shape: ``fit`` returns self, learned ``_``)."""
+    """Cross-fitted classifier of ``o`` (sklearn shape: ``fit`` returns self, learned ``_``).
+    Its settings were checked when params were loaded (:class:`pipeline.config.PropensityParams`)."""
 
     model: str = "logistic"
     folds: int = 5
     clip_min: float = 0.1
     c: float | None = 1.0
     seed: int = 0
-
-    def __post_init__(self):
-        check_clip_min(self.clip_min)
-        if self.model not in KINDS:
-            raise RmpipeError(f"fit.propensity.model must be one of {', '.join(KINDS)}, got {self.model!r}")
 
     def fit(self, Z: np.ndarray, observed: np.ndarray, rows: np.ndarray) -> "PropensityModel":
         """Fit on ``Z[rows]`` against ``observed[rows]``; ``oof_`` is the raw out-of-fold p̂."""
@@ -45,18 +41,12 @@ class PropensityModel:
         return clip(self.predict_raw(Z), self.clip_min)
 
 
-def check_clip_min(clip_min: float) -> None:
-    if not (isinstance(clip_min, (int, float)) and 0.0 < clip_min <= 1.0):
-        raise RmpipeError(f"fit.propensity.clip_min must be in (0, 1], got {clip_min!r}")
-
-
 def clip(p: np.ndarray, clip_min: float) -> np.ndarray:
     return np.clip(np.asarray(p, dtype=np.float64), clip_min, 1.0)
 
 
 def logged_propensity(logged: np.ndarray, clip_min: float, where: str = "propensity_logged") -> np.ndarray:
     """A serving system's logged propensities, used as given (clipped)."""
-    check_clip_min(clip_min)
     logged = np.asarray(logged, dtype=np.float64)
     if np.isnan(logged).any():
         n = int(np.isnan(logged).sum())

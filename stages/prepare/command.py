@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from pipeline.checks import SettingError
+from pipeline.config import DEFAULT_PARAMS
 from pipeline.errors import RmpipeError
+from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, ReportsDir, StoreDir, flag_error, load
 
 
 def parse_source(spec: str, where: str = "--source") -> dict:
@@ -23,8 +25,6 @@ def parse_source(spec: str, where: str = "--source") -> dict:
 
 
 def prepare(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="settings file"),
-    dataset: Optional[str] = typer.Option(None, help="name: data/prepared/<dataset>/"),
     source: Optional[str] = typer.Option(None, help="builtin | hub:<id> | shared:<set> | file:<path>"),
     path: Optional[str] = typer.Option(None, help="hub: local folder laid out like the hub repo; file: your logs"),
     config: Optional[str] = typer.Option(None, help="hub config name or data_dir"),
@@ -40,13 +40,19 @@ def prepare(
     split_seed: Optional[int] = typer.Option(None, help="split seed"),
     simulate: Optional[bool] = typer.Option(None, "--simulate/--no-simulate"),
     feedback: Optional[str] = typer.Option(None, help="explicit | implicit (clicks/copies: 1 acted, 0 not)"),
+    params: ParamsFile = DEFAULT_PARAMS,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    store_dir: StoreDir = None,
+    heads_dir: HeadsDir = None,
+    reports_dir: ReportsDir = None,
 ) -> None:
     """Turn a source into the feedback table (data/prepared/<dataset>/feedback.parquet),
     simulating observational feedback as METHOD.md describes unless the source has logs."""
-    from pipeline.config import load_params
     from stages.prepare.run import prepare as run_prepare, summary
 
-    p = load_params(params)
+    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
+             reports_dir=reports_dir)
     pp = p.prepare
     src = dict(parse_source(source) if source else {})
     for key, value in (("path", path), ("config", config), ("split", split), ("rows", rows)):
@@ -69,11 +75,14 @@ def prepare(
                              ("enabled", simulate)) if v is not None}
     spl = {"seed": split_seed} if split_seed is not None else {}
     kind = {"feedback": feedback} if feedback is not None else {}
-    pp = dataclasses.replace(pp, source=dataclasses.replace(base, **src),
-                             simulate=dataclasses.replace(pp.simulate, **sim),
-                             split=dataclasses.replace(pp.split, **spl), **kind)
-    p = dataclasses.replace(p, prepare=pp, **({"dataset": dataset} if dataset else {}))
-    flagged = bool(src or sim or spl or dataset or kind)
+    try:
+        pp = dataclasses.replace(pp, source=dataclasses.replace(base, **src),
+                                 simulate=dataclasses.replace(pp.simulate, **sim),
+                                 split=dataclasses.replace(pp.split, **spl), **kind)
+    except SettingError as exc:
+        raise flag_error(params, exc) from None
+    p = dataclasses.replace(p, prepare=pp)
+    flagged = bool(src or sim or spl or dataset or data_dir or kind)
     result = run_prepare(p, where=f"{params}{' + flags' if flagged else ''}")
     for hint in result.report.get("hints", ()):
         typer.echo(f"rmpipe: hint: {hint}", err=True)

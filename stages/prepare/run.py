@@ -22,7 +22,7 @@ from pipeline.table import _refuse_rows, pair_ids, validate
 from stages.prepare import implicit
 from stages.prepare.simulate import Simulator, realised_rates, threshold
 from stages.prepare.sources import Loaded, load_source
-from stages.prepare.splits import assign_splits, check_fractions, straddling
+from stages.prepare.splits import assign_splits, straddling
 
 TEST_NOTE = "test rows are clean and fully observed: observed = true, feedback = label"
 
@@ -43,9 +43,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     """The feedback table and its report, in memory (nothing is written)."""
     pp = params.prepare
     sim = Simulator.from_params(pp.simulate, where)  # bad settings fail before any loading
-    fractions = check_fractions(pp.split.fractions, where)
-    if not 0 < pp.split.val_share < 1:
-        raise RmpipeError(f"{where}: prepare.split.val_share must be in (0, 1), got {pp.split.val_share}")
+    fractions = pp.split.fractions
     keep = tuple(dict.fromkeys((*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)))
     loaded = load_source(pp.source, where, keep, pp.feedback)
     df, dropped = loaded.frame, dict(loaded.dropped)

@@ -5,15 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import RmpipeError
-
-
-def check_fractions(fractions, where: str = "params") -> tuple[float, float, float]:
-    fr = tuple(float(f) for f in fractions)
-    if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-        raise RmpipeError(f"{where}: prepare.split.fractions must be three positive numbers "
-                          f"(train, val, test) summing to 1, got {list(fractions)}")
-    return fr
 
 
 def split_groups(groups, fractions, seed: int, names=("train", "val", "test")) -> np.ndarray:

@@ -56,3 +56,47 @@ def test_unknown_backbone_lists_the_known_ones():
     params = load_params(REPO / "params.yaml")
     with pytest.raises(RmpipeError, match="unknown backbone 'nope'.*minilm"):
         params.backbone("nope")
+
+
+def test_the_closed_sets_are_the_ones_the_code_implements():
+    """Params and the CLI take their choices from pipeline.config; the code must implement them."""
+    from pipeline import config
+    from stages.embed.pooling import POOLERS
+    from stages.fit.head import ACTIVATIONS
+    from stages.fit.methods import METHODS, methods_for
+    from stages.prepare.simulate import SHAPES
+
+    assert tuple(METHODS) == config.METHOD_NAMES
+    for kind, names in config.METHODS.items():
+        assert tuple(methods_for(kind)) == names
+    assert tuple(SHAPES) == config.SHAPES
+    assert tuple(ACTIVATIONS) == config.ACTIVATIONS
+    assert tuple(POOLERS) == config.POOLINGS
+
+
+def test_a_check_names_the_real_path_of_a_named_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("backbones:\n  mini:\n    model: x\n    pooling: cls\n")
+    with pytest.raises(RmpipeError, match=rf"^{path}: backbones\.mini\.pooling must be one of last, mean, "
+                                          r"got 'cls'$"):
+        load_params(path)
+
+
+def test_a_replaced_field_is_checked_too():
+    """CLI flags go through dataclasses.replace, which runs the same checks."""
+    import dataclasses
+
+    head = Params().fit.head
+    with pytest.raises(RmpipeError, match=r"^fit\.head\.batch_size must be a positive integer, got 0$"):
+        dataclasses.replace(head, batch_size=0)
+    assert dataclasses.replace(head, batch_size=7).batch_size == 7
+
+
+def test_valid_edge_values_are_accepted(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("fit:\n  noise: {rho_pos: 0.0, rho_neg: 0.0, q: 1.0}\n  head: {hidden: [], threads: 0}\n"
+                    "  propensity: {clip_min: 1.0, c: null}\n  guard: {beta: 0.0, gamma: 1.0}\n"
+                    "prepare:\n  simulate: {alpha: 1.0, target_rate: 1.0}\n"
+                    "backbones:\n  b: {model: x, layer: -2, device: 'cuda:1'}\n")
+    params = load_params(path)
+    assert params.fit.head.hidden == () and params.backbones["b"].layer == -2

@@ -158,7 +158,7 @@ def test_a_changed_backbone_spec_and_a_missing_model_are_refused(tiny_linear, tm
     moved = Path(spec.model).with_name("gone")
     Path(spec.model).rename(moved)
     try:
-        with pytest.raises(RmpipeError, match=r"backbone tiny: model .* could not be loaded"):
+        with pytest.raises(RmpipeError, match=r"backbones\.tiny\.model: '.*': no such file or folder"):
             export(params, head, tmp_path / "rm")
     finally:
         moved.rename(spec.model)

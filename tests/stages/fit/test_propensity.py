@@ -62,12 +62,6 @@ def test_logged_propensities_are_used_as_given_but_clipped():
         logged_propensity(np.array([0.5, np.nan]), 0.1)
 
 
-@pytest.mark.parametrize("clip_min", [0.0, -0.1, 1.5])
-def test_clip_min_outside_unit_interval_is_refused(clip_min):
-    with pytest.raises(RmpipeError, match=r"clip_min must be in \(0, 1\]"):
-        PropensityModel(clip_min=clip_min)
-
-
 def test_features_project_with_pca_and_add_covariates():
     X, _, _ = observed_world(n=500, dim=20)
     cols = {"surface": np.array(["web", "app"] * 250, dtype=object), "position": np.arange(500) % 3}

@@ -86,7 +86,7 @@ CASES = [
     ("no such file", flags("--source", "file:nope.csv"), r"nope\.csv: no such file"),
     ("unknown format", logs("logs.xlsx", b"PK"), r"logs\.xlsx: unknown file format"),
     ("unknown source kind", params("prepare:\n  source:\n    kind: s3\n"),
-     r"params\.yaml: prepare\.source\.kind: unknown source 's3'"),
+     r"params\.yaml: prepare\.source\.kind must be one of builtin, hub, shared, file, got 's3'"),
     ("unknown source flag", flags("--source", "ftp:x"), r"--source: unknown source 'ftp:x'"),
     ("unknown shared set", flags("--source", "shared:nope"), r"prepare\.source\.name: unknown shared set 'nope'"),
     ("unknown hub dataset", flags("--source", "hub:someone/else"),

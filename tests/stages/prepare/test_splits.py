@@ -7,10 +7,9 @@ import polars as pl
 import pytest
 
 from pipeline.config import Params, PrepareParams, SourceParams, SplitParams
-from pipeline.errors import RmpipeError
 from stages.prepare.run import build
 from stages.prepare.shared import shared_root
-from stages.prepare.splits import assign_splits, check_fractions, split_groups, straddling
+from stages.prepare.splits import assign_splits, split_groups, straddling
 
 
 def no_straddle(df: pl.DataFrame) -> bool:
@@ -52,9 +51,3 @@ def test_shared_tables_have_no_prompt_or_response_in_two_splits(name):
     assert no_straddle(df)
     assert df.group_by("pair_id").agg(pl.col("split").n_unique())["split"].max() == 1
     assert df.group_by("comparison_id").agg(pl.col("split").n_unique())["split"].max() == 1
-
-
-@pytest.mark.parametrize("fractions", [(0.5, 0.5), (0.6, 0.3, 0.2), (1.0, 0.0, 0.0)])
-def test_bad_fractions_are_refused(fractions):
-    with pytest.raises(RmpipeError, match=r"prepare\.split\.fractions"):
-        check_fractions(fractions, "params.yaml")
