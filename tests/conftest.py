@@ -1,12 +1,22 @@
-"""Fixtures every test folder may use: the real MiniLM and a tiny random-weight Llama."""
+"""Fixtures every test folder may use: the real MiniLM and a tiny random-weight Llama.
+
+Tests (and the CLI and DVC subprocesses they start) run their math libraries on one thread:
+the tables are tiny, and on a machine whose cores are busy, OpenMP/OpenBLAS worker threads
+spin-waiting for a core made the fit tests ~3x slower. Set the variables to override.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy, torch or lightgbm load their thread pools
 
-from tests.stages.embed.embed_helpers import CHAT_TEMPLATE
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.stages.embed.embed_helpers import CHAT_TEMPLATE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
