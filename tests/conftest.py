@@ -42,3 +42,16 @@ def tiny_llama_dir(tmp_path_factory, minilm_dir) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+SLOW_MODULE = "pytestmark = pytest.mark.slow"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Under ``-m "not slow"``, do not even import a module marked slow as a whole: every test in
+    it would be deselected anyway, and its imports (transformers, fastapi) cost the fast loop
+    more than its own tests."""
+    if (collection_path.suffix == ".py" and " ".join(config.option.markexpr.split()) == "not slow"
+            and any(line.startswith(SLOW_MODULE) for line in collection_path.read_text().splitlines())):
+        return True
+    return None
