@@ -35,9 +35,7 @@ def write_json(target: str | os.PathLike, obj) -> None:
 
 
 def _jsonable(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (an array's .item() fails past one element)
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

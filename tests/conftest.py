@@ -1,12 +1,22 @@
-"""Fixtures every test folder may use: the real MiniLM and a tiny random-weight Llama."""
+"""Fixtures every test folder may use: the real MiniLM and a tiny random-weight Llama.
+
+Tests (and the CLI and DVC subprocesses they start) run their math libraries on one thread:
+the tables are tiny, and on a machine whose cores are busy, OpenMP/OpenBLAS worker threads
+spin-waiting for a core made the fit tests ~3x slower. Set the variables to override.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy, torch or lightgbm load their thread pools
 
-from tests.stages.embed.embed_helpers import CHAT_TEMPLATE
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.stages.embed.embed_helpers import CHAT_TEMPLATE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +42,16 @@ def tiny_llama_dir(tmp_path_factory, minilm_dir) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+SLOW_MODULE = "pytestmark = pytest.mark.slow"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Under ``-m "not slow"``, do not even import a module marked slow as a whole: every test in
+    it would be deselected anyway, and its imports (transformers, fastapi) cost the fast loop
+    more than its own tests."""
+    if (collection_path.suffix == ".py" and " ".join(config.option.markexpr.split()) == "not slow"
+            and any(line.startswith(SLOW_MODULE) for line in collection_path.read_text().splitlines())):
+        return True
+    return None

@@ -49,30 +49,29 @@ class LogisticClassifier:
         Z /= self.scale_
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.c_ = float(self.c) if self.c is not None else self._choose_c(Z, y)
-            lr = LogisticRegression(C=self.c_, max_iter=self.max_iter, random_state=self.seed)
-            lr.fit(Z, y)
+            lr = self._search(Z, y) if self.c is None else None
+            if lr is None:
+                self.c_ = 1.0 if self.c is None else float(self.c)
+                lr = LogisticRegression(C=self.c_, max_iter=self.max_iter, random_state=self.seed).fit(Z, y)
+            else:
+                self.c_ = float(lr.C_)
         self.coef_ = lr.coef_.ravel().astype(np.float64)
         self.intercept_ = float(lr.intercept_[0])
         return self
 
-    def _choose_c(self, Z: np.ndarray, y: np.ndarray) -> float:
-        """The ``C_GRID`` value with the lowest 3-fold out-of-fold log loss (1.0 when a class has
-        too few rows to validate on)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import log_loss
+    def _search(self, Z: np.ndarray, y: np.ndarray):
+        """The ``C_GRID`` value with the lowest 3-fold cross-validated log loss, refitted on all
+        rows (scikit-learn's ``LogisticRegressionCV``); ``None`` when a class has too few rows
+        to validate on (then ``C = 1``)."""
+        from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import StratifiedKFold
 
         if np.bincount(np.asarray(y, dtype=int), minlength=2).min() < 3:
-            return 1.0
-        losses = []
-        for c in C_GRID:
-            oof = np.empty(len(y))
-            for fit_idx, out_idx in StratifiedKFold(3, shuffle=True, random_state=self.seed).split(Z, y):
-                lr = LogisticRegression(C=c, max_iter=self.max_iter, random_state=self.seed)
-                oof[out_idx] = lr.fit(Z[fit_idx], y[fit_idx]).predict_proba(Z[out_idx])[:, 1]
-            losses.append(log_loss(y, oof, labels=[0, 1]))
-        return float(C_GRID[int(np.argmin(losses))])
+            return None
+        return LogisticRegressionCV(
+            Cs=list(C_GRID), cv=StratifiedKFold(3, shuffle=True, random_state=self.seed),
+            scoring="neg_log_loss", l1_ratios=(0.0,), max_iter=self.max_iter,
+            random_state=self.seed, use_legacy_attributes=False).fit(Z, y)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         out = np.empty(len(X))

@@ -18,6 +18,8 @@ from pipeline.errors import RmpipeError
 from rmpipe.export import REMOTE_FILE, export
 from tests.rmpipe.export_helpers import PAIRS, chat_batch, last_real, make_project, pair_batch, rmpipe_logits
 
+pytestmark = pytest.mark.slow  # a tiny Llama head fitted and exported per module, transformers reloads
+
 TOL = 1e-4
 
 

@@ -12,6 +12,8 @@ from pipeline.store import EmbeddingStore
 from rmpipe.rerank import rerank
 from rmpipe.score import score
 
+pytestmark = pytest.mark.slow  # the real MiniLM project of tests/rmpipe/conftest.py
+
 CANDIDATES = {"How do I boil an egg?": ["Put it in boiling water for nine minutes.", "No.", "Eggs are oval."],
               "What is two plus two?": ["Four.", "It is 4, because 2 + 2 = 4.", "I cannot help with that."]}
 

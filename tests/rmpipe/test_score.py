@@ -14,6 +14,9 @@ from stages.fit.run import fit
 from rmpipe.score import score
 from tests.stages.fit.conftest import small_minilm_project
 
+pytestmark = pytest.mark.slow  # the real MiniLM embeds and a head is fitted per test
+
+
 @pytest.fixture
 def minilm_project(tmp_path):
     return small_minilm_project(tmp_path)

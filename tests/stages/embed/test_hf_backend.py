@@ -9,6 +9,8 @@ from stages.embed.text import PairEncoder
 
 from tests.stages.embed.embed_helpers import make_pairs
 
+pytestmark = pytest.mark.slow  # real MiniLM and tiny-Llama forward passes
+
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):

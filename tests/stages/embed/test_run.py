@@ -19,6 +19,8 @@ from pipeline.store import EmbeddingStore
 from pipeline.table import read_table
 from stages.embed.run import embed, in_shard, parse_shard
 
+pytestmark = pytest.mark.slow  # each test embeds a table with the tiny Llama
+
 REPO = Path(__file__).resolve().parents[3]
 # A run whose commits are slowed down, so a test can kill it, or race a second one, mid-way.
 SLOW_RUN = textwrap.dedent("""

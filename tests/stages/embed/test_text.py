@@ -7,6 +7,8 @@ from pipeline.errors import RmpipeError
 from pipeline.table import canonical_prompt
 from stages.embed.text import PairEncoder
 
+pytestmark = pytest.mark.slow  # the real MiniLM tokenizer (and importing transformers)
+
 
 @pytest.fixture(scope="module")
 def chat_tok(tiny_llama_dir):

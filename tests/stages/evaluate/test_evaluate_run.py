@@ -47,6 +47,7 @@ def test_evaluate_needs_fitted_heads(project):
         evaluate(project, "toy", ["ips"], log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_prints_the_table(project, tmp_path):
     fit(project, "toy", ["naive"], progress=False, log=lambda _: None)
     params_file = tmp_path / "params.yaml"

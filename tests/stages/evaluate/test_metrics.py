@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import root_mean_squared_error
 
 from stages.evaluate.metrics import best_of_n, label_metrics, ndcg, pairwise_accuracy, realised_noise, spearman
 
@@ -22,6 +23,14 @@ def test_label_metrics_match_their_definitions():
     pos, neg = r[y == 1], r[y == 0]  # AUROC = P(a positive outranks a negative), ties half
     assert m["auroc"] == pytest.approx(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
     assert m["pearson"] == pytest.approx(np.cov(y, r)[0, 1] / (np.std(y, ddof=1) * np.std(r, ddof=1)))
+
+
+def test_rmse_and_mse_on_a_table_worked_by_hand():
+    # errors 0.5, 0.5, 0, 0: MSE 0.5 / 4 = 0.125, RMSE √0.125 = 0.353553..., MAE 0.25
+    y, r = np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 1.0, 0.0])
+    m = label_metrics(y, r)
+    assert m["mse"] == pytest.approx(0.125) and m["mae"] == pytest.approx(0.25)
+    assert m["rmse"] == pytest.approx(0.3535533906) == root_mean_squared_error(y, r)
 
 
 def test_metrics_that_the_rows_cannot_support_are_none():

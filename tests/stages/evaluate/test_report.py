@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline.atomic import write_json
 from pipeline.config import EmbedParams, EvaluateParams, FitParams, Params
 from pipeline.errors import RmpipeError
-from stages.evaluate.report import report
+from stages.evaluate.report import markdown, report
 
 
 def method_report(method: str, r2: float, bon_pick: float | None, trust: dict | None = None) -> dict:
@@ -77,3 +77,17 @@ def test_report_without_evaluations_is_one_clear_error(params):
     with Image.open(tmp_root(params).with_suffix(".png")) as im:
         im.load()
         assert im.width < 3 * im.height  # no best-of-N: two panels
+
+
+def test_markdown_shows_the_nuisance_estimates_beside_the_truth(params):
+    r = method_report("causalrm", 0.2, None)
+    r["noise_rates"] = {"estimated": {"source": "anchors", "rho_pos": 0.12, "rho_neg": 0.25},
+                        "realised": {"rho_pos": 0.1, "rho_neg": 0.2}}
+    r["pu"] = {"estimated": {"c": 0.31, "prior": 0.48}, "realised": {"c": 0.3}}
+    r["propensity_vs_true"] = {"mae_vs_true": 0.04, "pearson_vs_true": 0.91}
+    md = markdown(params, {"minilm": {"naive": method_report("naive", 0.1, None), "causalrm": r}})
+    assert ("Noise rates used (anchors): rho_pos 0.120, rho_neg 0.250; realised in the training rows: "
+            "rho_pos 0.100, rho_neg 0.200.") in md
+    assert "Implicit feedback, estimated (realised in the training rows): c 0.310 (0.300); prior 0.480 (–)." in md
+    assert "Propensity vs the simulation's truth: MAE 0.040, Pearson 0.910." in md
+    assert "Propensity trust" not in md and "Best-of-N" not in md  # nothing recorded, nothing said

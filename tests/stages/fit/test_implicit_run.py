@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from rmpipe.cli import app
@@ -17,6 +18,8 @@ from pipeline.table import read_table, write_table
 from pipeline.synthetic import make_world, write_project
 from tests.stages.fit.conftest import fast_fit
 from tests.stages.fit.test_fit_run import write_params
+
+pytestmark = pytest.mark.slow  # every implicit method fitted and evaluated through the CLI
 
 IMPLICIT = ["pu_naive", "scar", "upu", "nnpu", "sar", "sar_noise"]
 

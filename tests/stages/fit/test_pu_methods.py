@@ -140,6 +140,7 @@ def separable(n=12000, c=0.3, seed=0, logged=None):
     return data, y
 
 
+@pytest.mark.slow
 def test_c_and_prior_are_estimated_by_elkan_noto_where_they_are_exact():
     data, y = separable()
     params = FitParams(propensity=PropensityParams(folds=3))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from pipeline.table import read_table
 
@@ -38,6 +39,7 @@ def test_builtin_default_writes_table_and_report(cli):
     assert not pl.read_parquet("data/prepared/default/feedback.parquet").equals(pl.read_parquet(first))
 
 
+@pytest.mark.slow
 def test_hub_source_through_the_installed_command_offline(hub_dirs, tmp_path):
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     proc = subprocess.run(
