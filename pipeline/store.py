@@ -385,7 +385,8 @@ def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise RmpipeError(f"{path}: unreadable store manifest") from None
+        raise RmpipeError(f"{path}: unreadable store manifest; rebuild it from its shards "
+                          f"with `rmpipe cache verify --repair`") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise RmpipeError(f"{path}: store format {got}, expected {FORMAT}")
