@@ -52,7 +52,7 @@ def shard_table(pair_ids: list[str], values: np.ndarray, header: dict, exec_info
 def check_shard_file(path: Path) -> tuple[dict, list[str]]:
     """A shard's own metadata and pair_ids, if its contents match what it says; else RmpipeError."""
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()
         meta = json.loads(table.schema.metadata[META_KEY])
     except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
         raise RmpipeError(f"{path}: not a readable store shard") from None

@@ -273,7 +273,7 @@ class EmbeddingStore:
     def _read_shard(self, shard: dict, columns: list[str]) -> pa.Table:
         self._check_shard(shard)
         path = self.root / shard["file"]
-        table = pq.read_table(path, columns=columns, memory_map=True)
+        table = pq.ParquetFile(path, memory_map=True).read(columns=columns)
         if table.num_rows != shard["rows"]:
             raise RmpipeError(f"{path}: shard has {table.num_rows} rows, manifest says {shard['rows']}")
         return table
@@ -300,7 +300,7 @@ def _tidy(root: Path, manifest: dict, notes: list[str]) -> None:
     for shard in manifest["shards"]:
         path = root / shard["file"]
         if path.exists():
-            have.update(pq.read_table(path, columns=["pair_id"])["pair_id"].to_pylist())
+            have.update(pq.ParquetFile(path).read(columns=["pair_id"])["pair_id"].to_pylist())
     adopt, reject = adoptable(root, manifest, have)
     for path in reject + list(root.glob(".*.tmp")):
         path.unlink(missing_ok=True)
