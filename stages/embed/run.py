@@ -3,8 +3,10 @@
 Only pair_ids the store lacks are embedded, in chunks of ``embed.commit_rows`` that are each
 committed as one shard: a second run costs nothing, and a run killed at any moment loses at most
 the chunk in flight. ``shard="i/n"`` takes the i-th of n hash-partitions of the pairs, so n
-machines (a SLURM array, several GPUs) can fill one store side by side; the store's lock keeps
-their commits apart, and a pair another run committed meanwhile is skipped before each chunk.
+machines (a SLURM array, several GPUs) can fill one store side by side; runs on one store claim
+each chunk under its lock, so concurrent runs split the pairs rather than each computing all. A
+re-run on a full store only reads it: no lock, no model, not even its config (the manifest has
+the width), so it is quick and works on a read-only disk.
 """
 
 from __future__ import annotations
