@@ -98,6 +98,7 @@ def assert_same_as_reference(params, reference):
 
 
 # --- a read-only store, a full disk ---------------------------------------------------------
+@pytest.mark.slow
 def test_read_only_store_serves_a_rerun_and_refuses_new_work_in_one_line(project):
     params = load_params(project)
     embed(params, "tiny", progress=False)
@@ -125,6 +126,7 @@ FULL_DISK = """
 """
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_leaves_the_store_as_it_was(project):
     params = load_params(project)
     embed(params, "tiny", progress=False)
@@ -169,6 +171,7 @@ def test_lost_manifest_is_rebuilt_from_the_shards_that_pass_their_checks(tmp_pat
     np.testing.assert_array_equal(fresh.read(["p4", "p0"]), vectors(["p4", "p0"]))
 
 
+@pytest.mark.slow
 def test_embed_rebuild_recovers_a_truncated_manifest_instead_of_recomputing(project):
     params = load_params(project)
     embed(params, "tiny", progress=False)
@@ -204,6 +207,7 @@ RACE = """
 """
 
 
+@pytest.mark.slow
 def test_two_writers_split_the_pairs_and_count_honestly(project, reference, tmp_path):
     import json
 
@@ -241,6 +245,7 @@ SLOW_CLI = """
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_is_committed_and_a_rerun_resumes(project, reference):
     params = load_params(project)
     manifest = params.store_path("tiny") / MANIFEST
