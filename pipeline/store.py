@@ -6,13 +6,16 @@ embeddings of one function are never mixed with another's. Shards are immutable:
 a temporary name, renamed, then listed in the manifest (also replaced atomically), all under a
 file lock, so a crash or a second concurrent run never leaves a half-written or duplicated row.
 A process killed between rename and manifest update leaves an unlisted shard (or a temp file):
-the next writer deletes such orphans under the lock, so they never count as data.
+each shard carries its own checks (row count, content hash, function key in its Parquet
+metadata), so the next writer adopts an unlisted shard that passes them and deletes the rest, and
+a lost or truncated manifest is rebuilt from the shards (:mod:`pipeline.shards`). Writers claim
+chunks of work under the lock (:meth:`EmbeddingStore.claim`), so concurrent runs split the pairs.
+A store with nothing to write is only read: no lock, no write, so a read-only store serves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import uuid
@@ -23,13 +26,17 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.claims import Claim, live_claims
 from pipeline.errors import RmpipeError
+from pipeline.shards import adoptable, file_sha256, manifest_entry, recover_manifest, shard_table
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+HEADER = ("backbone", "spec", "spec_hash", "dim", "dtype")
 
 
 def spec_hash(spec: dict) -> str:
@@ -38,20 +45,12 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class EmbeddingStore:
     """A backbone's store at ``root`` (``cache/embeddings/<backbone>``).
 
     Open an existing one with ``EmbeddingStore(root)``; make or reopen one for a given function
-    with :meth:`create`.
+    with :meth:`create`. ``notes`` says what opening it recovered (adopted or rebuilt shards).
     """
 
     root: Path
@@ -60,8 +59,13 @@ class EmbeddingStore:
         self.root = Path(self.root)
         self._verified: set[str] = set()
         self._ids: dict[str, list[str]] = {}  # shard file -> its pair_ids (shards are immutable)
-        if not (self.root / MANIFEST).exists():
+        self.notes: list[str] = []
+        if not self.root.is_dir() or not ((self.root / MANIFEST).exists()
+                                          or any(self.root.glob("shard-*.parquet"))):
             raise RmpipeError(f"{self.root}: no embedding store here (run `rmpipe embed` first)")
+        if not (self.root / MANIFEST).exists():
+            raise RmpipeError(f"{self.root}: store has no {MANIFEST}; run `rmpipe cache verify "
+                              f"--repair` to rebuild it from its shards")
 
     # --- creation ------------------------------------------------------------------------
     @classmethod
@@ -70,36 +74,48 @@ class EmbeddingStore:
         """Open the store at ``root`` for embedding function ``spec``, creating it if absent.
 
         A store made by a different function is refused, naming the fields that differ, unless
-        ``rebuild`` is set, in which case its shards are deleted first.
+        ``rebuild`` is set, in which case its shards are deleted first. With ``rebuild``, an
+        unreadable manifest is rebuilt from the shards of this function that pass their checks.
         """
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
         wanted = spec_hash(spec)
-        with _locked(root):
+        notes: list[str] = []
+        with _writing(root), _locked(root):
             manifest_path = root / MANIFEST
+            manifest = None
             if manifest_path.exists():
-                manifest = _read_manifest(manifest_path)
-                if manifest["spec_hash"] != wanted:
+                try:
+                    manifest = _read_manifest(manifest_path)
+                except RmpipeError:
                     if not rebuild:
-                        changed = sorted(k for k in set(spec) | set(manifest["spec"])
-                                         if spec.get(k) != manifest["spec"].get(k))
-                        raise RmpipeError(
-                            f"{root}: store for backbone {manifest['backbone']!r} was built by "
-                            f"embedding function {manifest['spec_hash']}, not {wanted} (changed: "
-                            f"{', '.join(changed)}); rebuild it or use another backbone name")
-                    for shard in manifest["shards"]:
-                        (root / shard["file"]).unlink(missing_ok=True)
-                elif manifest["dim"] != dim:
+                        raise RmpipeError(f"{manifest_path}: unreadable store manifest; rebuild it "
+                                          f"from its shards with `rmpipe cache verify --repair` "
+                                          f"or `rmpipe embed --rebuild`") from None
+                    manifest = _rebuild(root, wanted, notes)
+            if manifest is not None and manifest["spec_hash"] != wanted:
+                if not rebuild:
+                    changed = sorted(k for k in set(spec) | set(manifest["spec"])
+                                     if spec.get(k) != manifest["spec"].get(k))
+                    raise RmpipeError(
+                        f"{root}: store for backbone {manifest['backbone']!r} was built by "
+                        f"embedding function {manifest['spec_hash']}, not {wanted} (changed: "
+                        f"{', '.join(changed)}); rebuild it or use another backbone name")
+                for shard in manifest["shards"]:
+                    (root / shard["file"]).unlink(missing_ok=True)
+                manifest = None
+            if manifest is not None:
+                if manifest["dim"] != dim:
                     raise RmpipeError(f"{root}: store has dimension {manifest['dim']}, "
                                       f"the backbone gives {dim}")
-                else:
-                    _remove_orphans(root, manifest)
-                    return cls(root)
-            write_json(manifest_path, {
-                "format": FORMAT, "backbone": backbone, "spec": spec, "spec_hash": wanted,
-                "dim": int(dim), "dtype": dtype, "shards": [],
-            })
-        return cls(root)
+                _tidy(root, manifest, notes)
+            else:
+                manifest = {"format": FORMAT, "backbone": backbone, "spec": spec,
+                            "spec_hash": wanted, "dim": int(dim), "dtype": dtype, "shards": []}
+                _tidy(root, manifest, notes)
+                write_json(manifest_path, manifest)
+        store = cls(root)
+        store.notes = notes
+        return store
 
     # --- metadata ------------------------------------------------------------------------
     @property
@@ -142,43 +158,61 @@ class EmbeddingStore:
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     # --- writing -------------------------------------------------------------------------
+    def claim(self, candidates: Sequence[str], limit: int) -> tuple[Claim | None, int]:
+        """Claim up to ``limit`` of ``candidates`` that are neither stored nor claimed by a live
+        writer, so that concurrent runs split the work. Returns (the claim or None, how many
+        candidates other live writers hold). A writer's claim dies with its process."""
+        with _writing(self.root), _locked(self.root):
+            have = self.pair_ids()
+            held = live_claims(self.root)
+            free = [pid for pid in dict.fromkeys(candidates) if pid not in have]
+            pending = sum(pid in held for pid in free)
+            mine = [pid for pid in free if pid not in held][:limit]
+            if not mine:
+                return None, pending
+            return Claim.make(self.root, mine), pending
+
     def append(self, pair_ids: Sequence[str], embeddings: np.ndarray,
-               exec_info: dict | None = None) -> int:
+               exec_info: dict | None = None, claim: Claim | None = None) -> int:
         """Add one shard with the given rows, skipping pair_ids the store already holds (a
-        concurrent run may have written them). Returns the number of rows written."""
+        concurrent run may have written them), and release ``claim``. Returns rows written."""
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(pair_ids):
             raise ValueError(f"embeddings {embeddings.shape} do not match {len(pair_ids)} pair_ids")
-        with _locked(self.root):
-            manifest = self.manifest
-            if embeddings.shape[1] != manifest["dim"]:
-                raise RmpipeError(f"{self.root}: embeddings have dimension {embeddings.shape[1]}, "
-                                  f"store has {manifest['dim']}")
-            have = self.pair_ids()
-            keep, seen = [], set()
-            for i, pid in enumerate(pair_ids):
-                if pid not in have and pid not in seen:
-                    keep.append(i)
-                    seen.add(pid)
-            if not keep:
-                return 0
-            dtype = np.dtype(manifest["dtype"])
-            values = embeddings[keep].astype(dtype, copy=False)
-            arrow_type = pa.float16() if dtype == np.float16 else pa.float32()
-            column = pa.FixedSizeListArray.from_arrays(
-                pa.array(values.reshape(-1), type=arrow_type), manifest["dim"])
-            table = pa.table({"pair_id": pa.array([pair_ids[i] for i in keep], pa.string()),
-                              "embedding": column})
-            name = f"shard-{uuid.uuid4().hex[:12]}.parquet"
-            target = self.root / name
-            with atomic_path(target) as tmp:
-                pq.write_table(table, tmp)
-            manifest["shards"].append({
-                "file": name, "rows": len(keep), "bytes": target.stat().st_size,
-                "sha256": file_sha256(target), "exec": exec_info or {},
-            })
+        with _writing(self.root), _locked(self.root):
+            try:
+                return self._append(list(pair_ids), embeddings, exec_info or {})
+            finally:
+                if claim is not None:
+                    claim.release()
+
+    def _append(self, pair_ids: list[str], embeddings: np.ndarray, exec_info: dict) -> int:
+        manifest = self.manifest
+        if embeddings.shape[1] != manifest["dim"]:
+            raise RmpipeError(f"{self.root}: embeddings have dimension {embeddings.shape[1]}, "
+                              f"store has {manifest['dim']}")
+        have = self.pair_ids()
+        keep, seen = [], set()
+        for i, pid in enumerate(pair_ids):
+            if pid not in have and pid not in seen:
+                keep.append(i)
+                seen.add(pid)
+        if not keep:
+            return 0
+        values = embeddings[keep].astype(np.dtype(manifest["dtype"]), copy=False)
+        ids = [pair_ids[i] for i in keep]
+        table = shard_table(ids, values, {k: manifest[k] for k in HEADER}, exec_info)
+        target = self.root / f"shard-{uuid.uuid4().hex[:12]}.parquet"
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp)
+        try:
+            manifest["shards"].append(manifest_entry(target, len(ids), exec_info))
             write_json(self.root / MANIFEST, manifest)
-        return len(keep)
+        except OSError:
+            target.unlink(missing_ok=True)  # the store stays as it was
+            raise
+        self._ids[target.name] = ids
+        return len(ids)
 
     # --- reading -------------------------------------------------------------------------
     def read(self, pair_ids: Sequence[str]) -> np.ndarray:
@@ -220,23 +254,9 @@ class EmbeddingStore:
             self._check_shard(shard)
 
     def repair(self) -> list[str]:
-        """Drop shards that fail :meth:`verify` from the manifest (and disk), so that the next
+        """Drop shards that fail :meth:`verify` (see :func:`repair_store`), so that the next
         ``rmpipe embed`` recomputes just their rows. Returns the dropped file names."""
-        dropped = []
-        with _locked(self.root):
-            manifest = self.manifest
-            good = []
-            for shard in manifest["shards"]:
-                try:
-                    self._check_shard(shard)
-                    good.append(shard)
-                except RmpipeError:
-                    dropped.append(shard["file"])
-            if dropped:
-                manifest["shards"] = good
-                write_json(self.root / MANIFEST, manifest)
-                for name in dropped:
-                    (self.root / name).unlink(missing_ok=True)
+        dropped, self.notes = repair_store(self.root)
         return dropped
 
     def _check_shard(self, shard: dict) -> None:
@@ -253,7 +273,7 @@ class EmbeddingStore:
     def _read_shard(self, shard: dict, columns: list[str]) -> pa.Table:
         self._check_shard(shard)
         path = self.root / shard["file"]
-        table = pq.read_table(path, columns=columns, memory_map=True)
+        table = pq.ParquetFile(path, memory_map=True).read(columns=columns)
         if table.num_rows != shard["rows"]:
             raise RmpipeError(f"{path}: shard has {table.num_rows} rows, manifest says {shard['rows']}")
         return table
@@ -272,43 +292,122 @@ class EmbeddingStore:
         return added
 
 
-def _remove_orphans(root: Path, manifest: dict) -> None:
-    """Delete shard or temp files the manifest does not list (left by a killed writer).
-    Call under the lock: then no other writer is between its rename and its manifest update."""
-    listed = {s["file"] for s in manifest["shards"]}
-    for path in root.iterdir():
-        name = path.name
-        stray_shard = name.startswith("shard-") and name.endswith(".parquet") and name not in listed
-        stray_temp = name.startswith(".") and name.endswith(".tmp")
-        if stray_shard or stray_temp:
-            path.unlink(missing_ok=True)
+def _tidy(root: Path, manifest: dict, notes: list[str]) -> None:
+    """Adopt unlisted shards that pass their own checks (a writer stopped between a shard's
+    rename and its manifest update), delete the other strays and temp files, and write the
+    manifest if it changed. Call under the lock: then no writer is between those two steps."""
+    have: set[str] = set()
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        if path.exists():
+            have.update(pq.ParquetFile(path).read(columns=["pair_id"])["pair_id"].to_pylist())
+    adopt, reject = adoptable(root, manifest, have)
+    for path in reject + list(root.glob(".*.tmp")):
+        path.unlink(missing_ok=True)
+    if adopt:
+        manifest["shards"].extend(adopt)
+        write_json(root / MANIFEST, manifest)
+        notes.append(f"adopted {len(adopt)} finished shard(s) ({sum(s['rows'] for s in adopt)} "
+                     f"rows) that the manifest did not list yet")
+
+
+def _rebuild(root: Path, want: str | None, notes: list[str]) -> dict | None:
+    """The manifest rebuilt from the shards that pass their own checks, written; None if none."""
+    manifest = recover_manifest(root, FORMAT, want)
+    if manifest is None:
+        (root / MANIFEST).unlink(missing_ok=True)
+        notes.append("manifest unreadable and no shard passed its checks: starting afresh")
+        return None
+    write_json(root / MANIFEST, manifest)
+    notes.append(f"manifest unreadable: rebuilt from {len(manifest['shards'])} shard(s) "
+                 f"({sum(s['rows'] for s in manifest['shards'])} rows) that pass their checks")
+    return manifest
+
+
+def repair_store(root: str | Path) -> tuple[list[str], list[str]]:
+    """Make the store at ``root`` whole again: rebuild an unreadable or missing manifest from the
+    shards that pass their own checks, drop listed shards that fail, adopt finished unlisted
+    ones. Returns (dropped shard files, notes on what was recovered)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RmpipeError(f"{root}: no embedding store here")
+    notes: list[str] = []
+    with _writing(root), _locked(root):
+        try:
+            manifest = _read_manifest(root / MANIFEST)
+        except RmpipeError:
+            manifest = _rebuild(root, None, notes)
+            if manifest is None:
+                raise RmpipeError(f"{root}: manifest unreadable and no shard passes its checks; "
+                                  f"delete the folder and run `rmpipe embed`") from None
+        store = EmbeddingStore(root)
+        dropped, good = [], []
+        for shard in manifest["shards"]:
+            try:
+                store._check_shard(shard)
+                good.append(shard)
+            except RmpipeError:
+                dropped.append(shard["file"])
+        if dropped:
+            manifest["shards"] = good
+            write_json(root / MANIFEST, manifest)
+            for name in dropped:
+                (root / name).unlink(missing_ok=True)
+        _tidy(root, manifest, notes)
+    return dropped, notes
+
+
+def open_if_current(root: str | Path, key: str) -> EmbeddingStore | None:
+    """The store at ``root`` if its manifest is readable and of function ``key``, else None.
+    Reads only: a full store serves a re-run without the lock, even from a read-only disk."""
+    try:
+        store = EmbeddingStore(root)
+        return store if store.spec_hash == key else None
+    except RmpipeError:
+        return None
 
 
 def list_stores(store_dir: str | Path) -> list[EmbeddingStore]:
-    """Every store under ``store_dir`` (``cache/embeddings``)."""
+    """Every store with a manifest under ``store_dir`` (``cache/embeddings``)."""
+    return [EmbeddingStore(p) for p in store_folders(store_dir) if (p / MANIFEST).exists()]
+
+
+def store_folders(store_dir: str | Path) -> list[Path]:
+    """The folder of every store under ``store_dir``, damaged or not."""
     store_dir = Path(store_dir)
-    if not store_dir.exists():
+    if not store_dir.is_dir():
         return []
-    return [EmbeddingStore(p) for p in sorted(store_dir.iterdir()) if (p / MANIFEST).exists()]
+    return [p for p in sorted(store_dir.iterdir())
+            if p.is_dir() and ((p / MANIFEST).exists() or any(p.glob("shard-*.parquet")))]
 
 
 def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise RmpipeError(f"{path}: unreadable store manifest") from None
-    if manifest.get("format") != FORMAT:
-        raise RmpipeError(f"{path}: store format {manifest.get('format')}, expected {FORMAT}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise RmpipeError(f"{path}: unreadable store manifest; rebuild it from its shards "
+                          f"with `rmpipe cache verify --repair`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise RmpipeError(f"{path}: store format {got}, expected {FORMAT}")
     return manifest
+
+
+@contextlib.contextmanager
+def _writing(root: Path) -> Iterator[None]:
+    """A store that cannot be written (read-only, full disk, quota) is one line, not a traceback;
+    the temp files of the write in flight are gone by then (see :func:`atomic_path`)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc).split(". Detail")[0] or type(exc).__name__
+        raise RmpipeError(f"{root}: cannot write the embedding store ({reason}); nothing was "
+                          f"half-written, the rows committed so far are kept") from None
 
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """An exclusive lock on the store, held across read-modify-write of the manifest."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(root / LOCK):
+        yield

@@ -43,6 +43,8 @@ def user_errors_exit_2(fn):
         except RmpipeError as exc:
             print(f"rmpipe: error: {exc}", file=sys.stderr)
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:  # the command has said what was kept; 130 is the shell's ^C
+            raise typer.Exit(code=130) from None
 
     return wrapper
 

@@ -15,7 +15,6 @@ with embeddings of the old ones.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -23,6 +22,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
@@ -136,8 +137,7 @@ def _dequantise_once(gguf: Path, folder: Path) -> None:
     if (folder / "config.json").exists():
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder.parent / f".{folder.name}.lock"):
         if (folder / "config.json").exists():
             return
         import torch

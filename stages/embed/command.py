@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from pipeline.config import DEFAULT_PARAMS
+from pipeline.errors import RmpipeError
 from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, ReportsDir, StoreDir, load
 
 
@@ -40,38 +41,59 @@ cache_app = typer.Typer(help="Inspect and maintain the embedding stores.", no_ar
 @cache_app.command("ls")
 def cache_ls(params: ParamsFile = DEFAULT_PARAMS, store_dir: StoreDir = None) -> None:
     """List embedding stores: backbone, dimension, rows, size on disk, key."""
-    from pipeline.store import list_stores
+    from pipeline.store import EmbeddingStore, store_folders
 
-    stores = list_stores(load(params, store_dir=store_dir).embed.store_dir)
-    if not stores:
+    folders = store_folders(load(params, store_dir=store_dir).embed.store_dir)
+    if not folders:
         typer.echo("no embedding stores yet (run `rmpipe embed`)")
         return
-    typer.echo(f"{'backbone':<22}{'dim':>6}{'rows':>10}{'size':>11}{'shards':>8}  key")
-    for s in stores:
-        m = s.manifest
+    typer.echo(f"{'backbone':<22}{'dim':>6}{'rows':>10}{'size':>11}{'shards':>8}  {'key':<17} state")
+    for folder in folders:
+        try:
+            s = EmbeddingStore(folder)
+            m = s.manifest
+        except RmpipeError:
+            typer.echo(f"{folder.name:<22}{'?':>6}{'?':>10}{'?':>11}{'?':>8}  {'?':<17} damaged: "
+                       f"manifest unreadable (rmpipe cache verify --repair)")
+            continue
+        try:
+            s.verify()
+            state = "ok"
+        except RmpipeError as exc:
+            state = f"damaged: {exc}"
         typer.echo(f"{m['backbone']:<22}{m['dim']:>6}{s.rows:>10}{_size(s.disk_bytes()):>11}"
-                   f"{len(m['shards']):>8}  {m['spec_hash']}")
+                   f"{len(m['shards']):>8}  {m['spec_hash']:<17} {state}")
 
 
 @cache_app.command("verify")
 def cache_verify(
     backbone: Optional[str] = typer.Argument(None, help="One store (default: all)."),
-    repair: bool = typer.Option(False, help="Drop bad shards so `rmpipe embed` recomputes their rows."),
+    repair: bool = typer.Option(False, help="Drop bad shards so `rmpipe embed` recomputes their rows; rebuild a lost manifest from the shards."),
     params: ParamsFile = DEFAULT_PARAMS,
     store_dir: StoreDir = None,
 ) -> None:
     """Check every shard against its manifest (size, checksum, rows); name any bad one."""
-    from pipeline.store import list_stores
+    from pipeline.store import EmbeddingStore, repair_store, store_folders
 
-    stores = [s for s in list_stores(load(params, store_dir=store_dir).embed.store_dir)
-              if backbone is None or s.root.name == backbone]
-    for s in stores:
+    store_dir = Path(load(params, store_dir=store_dir).embed.store_dir)
+    folders = store_folders(store_dir)
+    if backbone is not None:
+        folders = [f for f in folders if f.name == backbone]
+        if not folders:
+            raise RmpipeError(f"{store_dir / backbone}: no embedding store here "
+                              f"(run `rmpipe embed --backbone {backbone}` first)")
+    if not folders:
+        raise RmpipeError(f"{store_dir}: no embedding stores to verify (run `rmpipe embed` first)")
+    for folder in folders:
         if repair:
-            dropped = s.repair()
-            typer.echo(f"{s.root}: " + (f"dropped {', '.join(dropped)}" if dropped else "ok"))
+            dropped, notes = repair_store(folder)
+            said = ([f"dropped {', '.join(dropped)}"] if dropped else []) + notes
+            typer.echo(f"{folder}: " + ("; ".join(said) if said else "ok")
+                       + f" ({EmbeddingStore(folder).rows} rows)")
             continue
+        s = EmbeddingStore(folder)
         s.verify()  # raises, naming the bad shard
-        typer.echo(f"{s.root}: ok ({s.rows} rows)")
+        typer.echo(f"{folder}: ok ({s.rows} rows)")
 
 
 @cache_app.command("merge")

@@ -3,8 +3,10 @@
 Only pair_ids the store lacks are embedded, in chunks of ``embed.commit_rows`` that are each
 committed as one shard: a second run costs nothing, and a run killed at any moment loses at most
 the chunk in flight. ``shard="i/n"`` takes the i-th of n hash-partitions of the pairs, so n
-machines (a SLURM array, several GPUs) can fill one store side by side; the store's lock keeps
-their commits apart, and a pair another run committed meanwhile is skipped before each chunk.
+machines (a SLURM array, several GPUs) can fill one store side by side; runs on one store claim
+each chunk under its lock, so concurrent runs split the pairs rather than each computing all. A
+re-run on a full store only reads it: no lock, no model, not even its config (the manifest has
+the width), so it is quick and works on a read-only disk.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,10 @@ import numpy as np
 
 from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
-from pipeline.store import EmbeddingStore, spec_hash
+from pipeline.store import EmbeddingStore, open_if_current, spec_hash
 from stages.embed import backbones
+
+WAIT_S = 0.2  # poll interval while another run holds the remaining pairs
 
 
 @dataclass
@@ -41,6 +46,7 @@ class EmbedSummary:
     tokens: int
     seconds: float
     shard: str | None = None
+    notes: list[str] = field(default_factory=list)  # what opening the store recovered
 
     @property
     def tokens_per_s(self) -> float:
@@ -51,7 +57,7 @@ class EmbedSummary:
         return (f"embed {self.backbone}{where}: {self.computed} computed, {self.reused} reused, "
                 f"truncated {self.prompt_cut} prompt(s) / {self.response_cut} response(s), "
                 f"{self.tokens} tokens at {self.tokens_per_s:,.0f} tokens/s -> {self.store} "
-                f"[{self.spec_hash}, dim {self.dim}]")
+                f"[{self.spec_hash}, dim {self.dim}]" + "".join(f"; {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,25 +162,38 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
         ids, prompts, responses = ([xs[k] for k in keep] for xs in (ids, prompts, responses))
 
     function = backbones.function_spec(spec, resolved.weights)
-    dim = backbones.hidden_size(resolved, spec.revision)
-    store = EmbeddingStore.create(params.store_path(backbone), backbone=backbone,
-                                  spec=function, dim=dim, rebuild=rebuild)
-    have = store.pair_ids()
+    root = params.store_path(backbone)
+    store = None if rebuild else open_if_current(root, spec_hash(function))
+    have = store.pair_ids() if store is not None else set()
     todo = [k for k, pid in enumerate(ids) if pid not in have]
+    if store is None or todo:  # the width is read from the config only for a new store
+        dim = store.dim if store is not None else backbones.hidden_size(resolved, spec.revision)
+        store = EmbeddingStore.create(root, backbone=backbone, spec=function, dim=dim,
+                                      rebuild=rebuild)
+        have = store.pair_ids()
+        todo = [k for k, pid in enumerate(ids) if pid not in have]
     summary = EmbedSummary(backbone=backbone, store=str(store.root), spec_hash=store.spec_hash,
-                           dim=dim, pairs=len(ids), computed=0, reused=len(ids) - len(todo),
+                           dim=store.dim, pairs=len(ids), computed=0, reused=len(ids),
                            prompt_cut=0, response_cut=0, tokens=0, seconds=0.0,
-                           shard=f"{part[0]}/{part[1]}" if part else None)
+                           shard=f"{part[0]}/{part[1]}" if part else None, notes=store.notes)
     if not todo:
         return summary
-    _compute(summary, store, spec, resolved.path, todo, ids, prompts, responses,
-             params.embed.commit_rows, progress)
+    try:
+        _compute(summary, store, spec, resolved.path, todo, ids, prompts, responses,
+                 params.embed.commit_rows, progress)
+    except KeyboardInterrupt:
+        print(f"rmpipe: interrupted: {store.rows} row(s) committed to {store.root} "
+              f"({summary.computed} by this run); run the same command again to resume",
+              file=sys.stderr, flush=True)
+        raise
     return summary
 
 
 def _compute(summary: EmbedSummary, store: EmbeddingStore, spec: BackboneSpec, path: str,
              todo: list[int], ids, prompts, responses, commit_rows: int, progress: bool) -> None:
-    """Embed rows ``todo`` chunk by chunk, committing a shard after each."""
+    """Embed rows ``todo`` chunk by chunk, committing a shard after each. Each chunk is claimed
+    under the store's lock first, so concurrent runs split the rows; pairs another live run has
+    claimed are waited for (its claim dies with it, and they are then taken over here)."""
     from tqdm.auto import tqdm
 
     from stages.embed.text import PairEncoder
@@ -186,6 +205,7 @@ def _compute(summary: EmbedSummary, store: EmbeddingStore, spec: BackboneSpec, p
     bar = tqdm(total=len(todo), unit="pair", desc=f"embed {summary.backbone}",
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
+    row = {ids[k]: k for k in todo}
 
     def on_batch(pairs: int, tokens: int) -> None:
         summary.tokens += tokens
@@ -193,22 +213,26 @@ def _compute(summary: EmbedSummary, store: EmbeddingStore, spec: BackboneSpec, p
         bar.set_postfix_str(f"{summary.tokens / (time.perf_counter() - start):,.0f} tok/s",
                             refresh=False)
 
+    claim = None
     try:
-        for begin in range(0, len(todo), commit_rows):
-            chunk = todo[begin:begin + commit_rows]
-            have = store.pair_ids()  # another run may have committed some of these meanwhile
-            fresh = [k for k in chunk if ids[k] not in have]
-            bar.update(len(chunk) - len(fresh))
-            summary.reused += len(chunk) - len(fresh)
-            if not fresh:
+        while True:
+            claim, pending = store.claim(list(row), commit_rows)
+            if claim is None:
+                if not pending:
+                    break
+                time.sleep(WAIT_S)  # another run is computing the rest
                 continue
+            fresh = [row[pid] for pid in claim.pair_ids]
             enc = encoder.encode([prompts[k] for k in fresh], [responses[k] for k in fresh])
             vectors = backend.encode(enc.ids, enc.type_ids, on_batch=on_batch)
-            written = store.append([ids[k] for k in fresh], vectors, info)
-            summary.computed += written
-            summary.reused += len(fresh) - written
+            summary.computed += store.append(claim.pair_ids, vectors, info, claim=claim)
             summary.prompt_cut += enc.prompt_cut
             summary.response_cut += enc.response_cut
+            for pid in claim.pair_ids:
+                row.pop(pid, None)
     finally:
+        if claim is not None:
+            claim.release()  # interrupted mid-chunk: give the rows back at once
         bar.close()
         summary.seconds = time.perf_counter() - start
+        summary.reused = summary.pairs - summary.computed
