@@ -280,7 +280,7 @@ def save_head(folder: str | Path, model, card: HeadCard, nuisance=None) -> Path:
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"config": json.dumps(model.config)})
-        desc = save_nuisance(tmp / NUISANCE, nuisance) if nuisance is not None else card.nuisance
+        desc = save_nuisance(tmp / NUISANCE, nuisance) if nuisance is not None else {}
         card = dataclasses.replace(card, format_version=FORMAT_VERSION, head=model.config,
                                    nuisance=desc, package_versions=package_versions(),
                                    files=checksums(tmp))
