@@ -32,7 +32,10 @@ def fitted(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("toy")
     params = write_project(root, make_world(n=600, dim=8, seed=0), fit=fast_fit(max_epochs=3))
-    params = dataclasses.replace(params, backbones={"toy": BackboneSpec(model="toy")})
+    model = root / "model"  # a local folder: its key is computed from files, nothing is loaded
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    params = dataclasses.replace(params, backbones={"toy": BackboneSpec(model=str(model))})
     fit(params, "toy", ["causalrm"], progress=False, log=lambda _: None)
     return root, params
 
