@@ -28,15 +28,15 @@ from tests.stages.fit.conftest import fast_fit
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A toy project with a fitted causalrm head (it has nuisance files), built once."""
+    """A toy project with a fitted ips head (it has a propensity model), built once."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("toy")
-    params = write_project(root, make_world(n=600, dim=8, seed=0), fit=fast_fit(max_epochs=3))
+    params = write_project(root, make_world(n=300, dim=8, seed=0), fit=fast_fit(max_epochs=2))
     model = root / "model"  # a local folder: its key is computed from files, nothing is loaded
     model.mkdir()
     (model / "config.json").write_text("{}")
     params = dataclasses.replace(params, backbones={"toy": BackboneSpec(model=str(model))})
-    fit(params, "toy", ["causalrm"], progress=False, log=lambda _: None)
+    fit(params, "toy", ["ips"], progress=False, log=lambda _: None)
     return root, params
 
 
@@ -53,7 +53,7 @@ def toy(fitted, tmp_path):
         evaluate=dataclasses.replace(params.evaluate, reports_dir=str(root / "reports")))
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(params)))))
-    return params, root / "heads/toy/toy/causalrm", params_file
+    return params, root / "heads/toy/toy/ips", params_file
 
 
 def pairs_file(params, path: Path, rows: int = 5) -> Path:
@@ -81,7 +81,7 @@ def test_card_and_weights_round_trip_through_save_and_load(toy, tmp_path):
     head = load_head(folder)
     raw = json.loads((folder / CARD).read_text())
     assert HeadCard.from_dict(raw).to_dict() == raw  # the typed card loses and adds nothing
-    assert head.card.backbone == "toy" and head.card.method == "causalrm" and head.card.uses.propensity
+    assert head.card.backbone == "toy" and head.card.method == "ips" and head.card.uses.propensity
     assert head.card.embedding.dim == 8 and head.card.feedback == "explicit"
     assert {WEIGHTS, f"{NUISANCE}/propensity.safetensors"} <= set(head.card.files)
     assert all(len(v["sha256"]) == 64 and v["bytes"] > 0 for v in head.card.files.values())
