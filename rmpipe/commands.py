@@ -16,7 +16,7 @@ from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, R
 def score(
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     data: Path = typer.Option(..., help="pairs to score: parquet, jsonl or csv with prompt and response"),
-    out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data>.rewards.parquet)"),
+    out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data minus its suffix>.rewards.parquet)"),
     progress: Progress = True,
     params: ParamsFile = DEFAULT_PARAMS,
     dataset: Dataset = None,

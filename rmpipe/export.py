@@ -34,7 +34,7 @@ from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore, spec_hash
 from pipeline.table import read_table
 from stages.embed import backbones
-from stages.fit.artifacts import Head, load_head
+from pipeline.heads import Head, load_head
 
 REMOTE_FILE = "modeling_rmpipe.py"
 CARD_KEYS = ("backbone", "embedding", "dataset", "licence", "method", "method_doc", "uses",
@@ -61,7 +61,7 @@ def check_out(out: Path) -> None:
 
 def validation_stats(params: Params, head: Head) -> tuple[float, float, int]:
     """Mean and std of the head's logits on its validation split (what OpenRLHF normalises by)."""
-    params = dataclasses.replace(params, dataset=head.card["dataset"])
+    params = dataclasses.replace(params, dataset=head.card.dataset)
     path = params.table_path
     if not path.exists():
         raise RmpipeError(f"{path}: the head's dataset table is missing; its validation rewards "
@@ -152,7 +152,7 @@ def pick_pad_id(tokenizer, spec: BackboneSpec) -> int:
 
 
 def card_for_config(head: Head, spec: BackboneSpec, kind: str, stats: tuple[float, float, int]) -> dict:
-    card = {k: head.card[k] for k in CARD_KEYS if k in head.card}
+    card = {k: v for k, v in head.card.to_dict().items() if k in CARD_KEYS}
     card["backbone_spec"] = {f: getattr(spec, f) for f in backbones.FUNCTION_FIELDS}
     card["export"] = {"kind": kind, "output": "logit f(e); sigmoid(f) is rmpipe's reward",
                       "reward_stats": {"split": "val", "rows": stats[2], "mean": stats[0],

@@ -15,27 +15,7 @@ import polars as pl
 
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.reader import FORMATS
-from rmpipe.score import read_pairs, score_frame, write_rewards
-
-OUTPUTS = (".parquet", ".csv", ".jsonl")
-
-
-def default_out(data: Path) -> Path:
-    """``<data minus its format suffix>.reranked.parquet`` (``day.1.jsonl`` -> ``day.1.reranked.parquet``)."""
-    name = data.name
-    suffix = next((f for f in sorted(FORMATS, key=len, reverse=True) if name.lower().endswith(f)), data.suffix)
-    return data.with_name(name[:len(name) - len(suffix)] + ".reranked.parquet")
-
-
-def check_out(data: Path, out: Path | None) -> Path:
-    """The output path, refused before any scoring if its type is unknown or it is the input."""
-    out = Path(out) if out else default_out(data)
-    if out.suffix not in OUTPUTS:
-        raise RmpipeError(f"{out}: unknown output type (expected {', '.join(OUTPUTS)})")
-    if out.resolve() == data.resolve():
-        raise RmpipeError(f"{out}: the output would overwrite the input --data; choose another --out")
-    return out
+from rmpipe.score import check_out, read_pairs, score_frame, write_rewards
 
 
 def group_key(pairs: pl.DataFrame, where: str) -> str:
@@ -63,7 +43,7 @@ def rerank(params: Params, head_dir: str | Path, data: str | Path, out: str | Pa
            progress: bool = True) -> tuple[Path, int, int]:
     """Write the reranked candidates; returns ``(out, candidates, groups)``."""
     data = Path(data)
-    out = check_out(data, out)
+    out = check_out(data, out, "reranked")
     pairs = read_pairs(data)
     key = group_key(pairs, str(data))
     ranked = rank_groups(score_frame(params, head_dir, pairs, progress=progress), key)

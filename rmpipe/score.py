@@ -1,7 +1,8 @@
 """Scoring new pairs with a head: ``rmpipe score --head DIR --data FILE [--out FILE]``.
 
 The head's card names the backbone and the hash of the embedding function it was trained on; a
-store built by another function is refused by name (scores on other embeddings mean nothing).
+store built by another function, or params that would build one, is refused by name before any
+model is loaded (scores on other embeddings mean nothing).
 Pairs the store lacks are embedded first through stage one's entry point, so scoring the same
 file twice costs one forward pass per pair, ever.
 """
@@ -16,9 +17,13 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.reader import read_user_table
+from pipeline.heads import Head, load_head, sigmoid
+from pipeline.reader import FORMATS, read_user_table
 from pipeline.store import MANIFEST, EmbeddingStore
 from pipeline.table import pair_ids
+from stages.embed import backbones
+
+OUTPUTS = (".parquet", ".csv", ".jsonl")
 
 
 def read_pairs(path: Path) -> pl.DataFrame:
@@ -34,40 +39,71 @@ def read_pairs(path: Path) -> pl.DataFrame:
     return df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
 
+def default_out(data: Path, tag: str) -> Path:
+    """``<data minus its format suffix>.<tag>.parquet``: only a known data suffix is cut, so
+    ``day.1.jsonl`` -> ``day.1.<tag>.parquet`` and ``x.jsonl.gz`` -> ``x.<tag>.parquet``."""
+    name = data.name
+    cut = next((f for f in sorted(FORMATS, key=len, reverse=True) if name.lower().endswith(f)), "")
+    return data.with_name(f"{name[:len(name) - len(cut)]}.{tag}.parquet")
+
+
+def check_out(data: Path, out: str | Path | None, tag: str) -> Path:
+    """The output path (default :func:`default_out`), refused before any work if its type is
+    unknown or it is the input file itself."""
+    out = Path(out) if out else default_out(data, tag)
+    if out.suffix not in OUTPUTS:
+        raise RmpipeError(f"{out}: unknown output type (expected {', '.join(OUTPUTS)})")
+    if out.resolve() == data.resolve() or (out.exists() and data.exists() and out.samefile(data)):
+        raise RmpipeError(f"{out}: the output would overwrite the input --data; choose another --out")
+    return out
+
+
 def write_rewards(df: pl.DataFrame, out: Path) -> Path:
     suffix = out.suffix
+    if suffix not in OUTPUTS:
+        raise RmpipeError(f"{out}: unknown output type (expected {', '.join(OUTPUTS)})")
     with atomic_path(out) as tmp:
         if suffix == ".parquet":
             df.write_parquet(tmp)
         elif suffix == ".csv":
             df.write_csv(tmp)
-        elif suffix == ".jsonl":
-            df.write_ndjson(tmp)
         else:
-            raise RmpipeError(f"{out}: unknown output type (expected .parquet, .csv or .jsonl)")
+            df.write_ndjson(tmp)
     return out
+
+
+def head_store(params: Params, head: Head) -> EmbeddingStore | None:
+    """The head's store if there is one, refused if its key is not the head's."""
+    root = params.store_path(head.backbone)
+    if not (root / MANIFEST).exists():
+        return None
+    store = EmbeddingStore(root)
+    head.check_store(store)
+    return store
+
+
+def check_params_key(params: Params, head: Head) -> None:
+    """Refuse, before any model is loaded or store made, params whose backbone settings give
+    another embedding function than the head's (embedding with them could only fail after)."""
+    spec = params.backbone(head.backbone)
+    head.check_key(backbones.store_key(spec, head.backbone), f"params (backbones.{head.backbone})")
 
 
 def score_frame(params: Params, head_dir: str | Path, df: pl.DataFrame, *,
                 progress: bool = True) -> pl.DataFrame:
     """Pairs as :func:`read_pairs` gives them, with ``logit`` and ``reward`` = ``σ(f(e))``;
     pairs the store lacks are embedded into it first. Shared by ``score`` and ``rerank``."""
-    from stages.fit.artifacts import load_head, sigmoid
-
     head = load_head(head_dir)
-    root = params.store_path(head.backbone)
-    have = set()
-    if (root / MANIFEST).exists():
-        existing = EmbeddingStore(root)
-        head.check_store(existing)  # refuse before any expensive embedding
-        have = existing.pair_ids()
+    existing = head_store(params, head)  # refuse before any expensive embedding
+    have = existing.pair_ids() if existing is not None else set()
     missing = [pid for pid in dict.fromkeys(df["pair_id"].to_list()) if pid not in have]
     if missing:
+        check_params_key(params, head)
         from stages.embed.run import embed
 
         todo = df.filter(pl.col("pair_id").is_in(missing)).select("pair_id", "prompt", "response")
         embed(params, head.backbone, table=todo, progress=progress)
-    store = EmbeddingStore(root)
+    store = EmbeddingStore(params.store_path(head.backbone))
     head.check_store(store)
     X = store.read(df["pair_id"].to_list())
     logits = head.logits(X)
@@ -80,6 +116,6 @@ def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Pat
           progress: bool = True) -> tuple[Path, int]:
     """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
     data = Path(data)
+    out = check_out(data, out, "rewards")
     result = score_frame(params, head_dir, read_pairs(data), progress=progress)
-    out = Path(out) if out else data.with_name(data.name.split(".")[0] + ".rewards.parquet")
     return write_rewards(result, out), result.height

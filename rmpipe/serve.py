@@ -36,11 +36,11 @@ from fastapi.responses import JSONResponse
 
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
+from pipeline.heads import load_head, sigmoid
 from pipeline.store import MANIFEST, EmbeddingStore
 from pipeline.table import make_pair_id
 from rmpipe.protocol import END_MARKERS, BadRequest, native_pairs, openrlhf_pairs
 from stages.embed.run import Embedder
-from stages.fit.artifacts import load_head, sigmoid
 
 RECENT = 65_536  # new pairs whose logits the server remembers
 
@@ -70,11 +70,6 @@ class ServeSettings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * (1 << 20))
-
-
-def card_dict(head) -> dict:
-    card = head.card
-    return card if isinstance(card, dict) else dataclasses.asdict(card)
 
 
 class RewardModel:
@@ -137,7 +132,7 @@ class RewardModel:
         return {"backbone": self.head.backbone, "spec_hash": self.head.spec_hash,
                 "method": self.head.method, "head": str(self.head.folder),
                 "store": {"path": str(self.store_root), "pairs": len(self.stored)},
-                "card": card_dict(self.head)}
+                "card": self.head.card.to_dict()}
 
 
 class Batcher:

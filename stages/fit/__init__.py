@@ -4,5 +4,5 @@ Entry points (imported from their modules so that ``rmpipe --help`` stays fast):
 ``stages.fit.run.fit(params, backbone, methods=None, *, dataset=None, progress=True)``,
 ``rmpipe.score.score(params, head_dir, data, out=None, *, progress=True)``; on arrays,
 ``stages.fit.core.fit_arrays(FitInputs(...), params.fit, [METHODS[name], ...])``; heads load with
-``stages.fit.artifacts.load_head(folder)``.
+``pipeline.heads.load_head(folder)``.
 """

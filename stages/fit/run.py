@@ -17,6 +17,7 @@ from typing import Sequence
 
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
+from pipeline.heads import EmbeddingRef, HeadCard, Uses, head_dir, save_head
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table, training_view
 
@@ -83,33 +84,36 @@ def _jsonable_params(params: Params) -> dict:
     return {"dataset": params.dataset, "fit": dataclasses.asdict(params.fit)}
 
 
-def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data, nuisance, result) -> dict:
+def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data, nuisance,
+              result) -> HeadCard:
+    """The card of one fitted head (``save_head`` adds the architecture, nuisance files,
+    package versions and checksums)."""
     from stages.fit.core import imputation_target
 
-    return {
-        "backbone": backbone,
-        "embedding": {"spec_hash": store.spec_hash, "dim": store.dim, "store": str(store.root)},
-        "dataset": params.dataset,
-        "licence": dataset_licence(params),
-        "feedback": data.kind,  # explicit | implicit (prepare.feedback)
-        "method": method.name,
-        "method_doc": " ".join((type(method).__doc__ or "").split()),
-        "uses": {"propensity": method.needs_propensity, "noise_rates": method.needs_rates,
-                 "imputation": method.needs_imputation},
-        "imputation_target": imputation_target(method, params.fit.imputation.target),
-        "params": _jsonable_params(params),
-        "rows": {"train": int(data.train.sum()), "val": int(data.val.sum()),
-                 "train_observed": int((data.train & data.observed).sum()),
-                 "val_observed": int((data.val & data.observed).sum())},
-        "diagnostics": nuisance.diagnostics,  # shared by every method of the run
-        "guard": result.guard | ({"fixed_by_method": method.guard} if method.guard else {}),
-        "runaway": result.runaway,
-        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                     "stopped": result.stopped, "seconds_per_epoch": result.seconds_per_epoch,
-                     "curve": result.curve},
-        "metrics": {"val_guarded_risk": result.best_val_risk,
-                    "val_plain_risk": result.curve[result.best_epoch - 1]["val_plain_risk"]},
-    }
+    return HeadCard(
+        backbone=backbone,
+        embedding=EmbeddingRef(spec_hash=store.spec_hash, dim=store.dim, store=str(store.root)),
+        dataset=params.dataset,
+        licence=dataset_licence(params),
+        feedback=data.kind,  # explicit | implicit (prepare.feedback)
+        method=method.name,
+        method_doc=" ".join((type(method).__doc__ or "").split()),
+        uses=Uses(propensity=method.needs_propensity, noise_rates=method.needs_rates,
+                  imputation=method.needs_imputation),
+        imputation_target=imputation_target(method, params.fit.imputation.target),
+        params=_jsonable_params(params),
+        rows={"train": int(data.train.sum()), "val": int(data.val.sum()),
+              "train_observed": int((data.train & data.observed).sum()),
+              "val_observed": int((data.val & data.observed).sum())},
+        diagnostics=nuisance.diagnostics,  # shared by every method of the run
+        guard=result.guard | ({"fixed_by_method": method.guard} if method.guard else {}),
+        runaway=result.runaway,
+        training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                  "stopped": result.stopped, "seconds_per_epoch": result.seconds_per_epoch,
+                  "curve": result.curve},
+        metrics={"val_guarded_risk": result.best_val_risk,
+                 "val_plain_risk": result.curve[result.best_epoch - 1]["val_plain_risk"]},
+    )
 
 
 def summary_line(name: str, result) -> str:
@@ -149,7 +153,6 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
     ``{method: head folder}``. The nuisance models are fitted once and shared by the methods."""
     import torch
 
-    from stages.fit.artifacts import head_dir, save_head
     from stages.fit.core import fit_method, fit_nuisance
     from stages.fit.methods import check_kind, get_method
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pipeline.store import EmbeddingStore
-from stages.fit.artifacts import load_head
+from pipeline.heads import load_head
 from stages.fit.run import fit
 from rmpipe.score import score
 from tests.stages.fit.conftest import small_minilm_project

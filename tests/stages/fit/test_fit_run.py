@@ -16,7 +16,7 @@ from rmpipe.cli import app
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table, write_table
-from stages.fit.artifacts import load_head, load_nuisance
+from pipeline.heads import load_head, load_nuisance
 from stages.fit.run import fit, load_inputs
 from rmpipe.score import score
 
@@ -55,7 +55,7 @@ def test_head_and_nuisance_reload_without_pickle(project):
     assert r.shape == (len(data.X),) and ((r > 0) & (r < 1)).all()
     features, propensity, feedback = load_nuisance(folder, head.card)
     p = propensity.predict(features.transform(data.X, {}))
-    calib = head.card["diagnostics"]["propensity"]["calibration"]
+    calib = head.card.diagnostics["propensity"]["calibration"]
     assert abs(p[data.train].mean() - np.mean([b["p_mean"] for b in calib])) < 0.02
     assert feedback is not None and len(feedback.models_) == 3
 
