@@ -48,7 +48,7 @@ fi
 export VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-WARNING} VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 export RMPIPE_REQUIRE_VLLM=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # -s shows the measured cosines and reward diffs; -p no:cacheprovider leaves no .pytest_cache from
-# this venv. ~2 min here (2 cores) for the embed parity, ~1.7 min more for the export's; the time
-# limit turns a hung engine into a failure, not a stuck CI.
+# this venv. ~2 min here (2 cores) for the embed parity, ~1.7 min more for the export's (4.6 min
+# on a busy machine); the time limit turns a hung engine into a failure, not a stuck CI.
 exec timeout -k 30 "${RMPIPE_VLLM_TIMEOUT:-1200}" "$VENV/bin/python" -m pytest -q -s \
     -p no:cacheprovider tests/stages/embed/test_vllm_parity.py tests/rmpipe/test_export_vllm.py "$@"
