@@ -21,8 +21,10 @@ with torch.no_grad():
 
 The same folder loads as `AutoModelForTokenClassification` (VERL): read `logits[i, last, 0]` at
 row i's last real token. It is {arch} with `num_labels = 1`; its `score` layer is the head's
-weight. vLLM serves it with the pooling runner (`LLM(DIR, runner="pooling")`,
-`llm.classify(..., pooling_params=PoolingParams(use_activation=False))` for the raw logit).
+weight. vLLM (0.32) serves it with the pooling runner: `LLM(DIR, runner="pooling",
+pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False))`, then
+`llm.classify(texts, pooling_params=PoolingParams(use_activation=False))` for the raw logit
+(`outputs[i].outputs.probs[0]`), the texts chat-templated as above.
 OpenRLHF: `--reward_pretrain DIR --value_head_prefix score` (add `--normalize_reward` to use
 the recorded mean and std).
 """

