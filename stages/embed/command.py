@@ -17,7 +17,7 @@ from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, R
 def embed(
     backbone: Optional[str] = typer.Option(None, help="Backbone name from params.yaml (default: each of embed.backbones)."),
     shard: Optional[str] = typer.Option(None, help="i/n: embed only the i-th of n hash-partitions (0-based)."),
-    rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function."),
+    rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function; rebuild a lost or damaged manifest from the shards that pass their checks."),
     params: ParamsFile = DEFAULT_PARAMS,
     dataset: Dataset = None,
     progress: Progress = True,
