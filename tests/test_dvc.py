@@ -136,7 +136,7 @@ def test_implicit_mode_is_a_params_switch(project):
                                    p["fit"].update(methods=["pu_naive", "nnpu"])))
     ran = project.repro()
     assert {"prepare", "fit@tiny-pu_naive", "fit@tiny-nnpu", "evaluate@tiny", "report"} <= ran
-    side = yaml.safe_load((project.root / "data/prepared/default-implicit/simulation.json").read_text())
+    side = yaml.safe_load((project.root / "data/prepared/default-implicit/provenance.json").read_text())
     assert side["feedback_kind"] == "implicit" and side["feedback"]["realised"]["prior"] > 0
     card = yaml.safe_load((project.root / "cache/heads/tiny/default-implicit/nnpu/card.json").read_text())
     assert card["feedback"] == "implicit" and card["guard"]["mode"] == "nonnegative"

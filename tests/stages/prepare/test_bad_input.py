@@ -120,4 +120,4 @@ def test_good_logs_pass_the_same_cli(cli):
     result = cli("prepare", *logs("logs.csv", GOOD)(), "--dataset", "mine")
     assert result.exit_code == 0, result.output
     assert Path("data/prepared/mine/feedback.parquet").exists()
-    assert json.loads(Path("data/prepared/mine/simulation.json").read_text())["feedback"]["simulated"] is False
+    assert json.loads(Path("data/prepared/mine/provenance.json").read_text())["feedback"]["simulated"] is False

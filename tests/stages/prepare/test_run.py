@@ -1,4 +1,4 @@
-"""`rmpipe prepare` end to end: the table, simulation.json beside it, the summary, determinism."""
+"""`rmpipe prepare` end to end: the table, provenance.json beside it, the summary, determinism."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_builtin_default_writes_table_and_report(cli):
     assert result.exit_code == 0, result.output
     assert "observation rate" in result.stdout and "rho_pos" in result.stdout
     df = read_table("data/prepared/default/feedback.parquet")
-    report = json.loads(Path("data/prepared/default/simulation.json").read_text())
+    report = json.loads(Path("data/prepared/default/provenance.json").read_text())
     fb = report["feedback"]
     assert fb["requested"] == {"alpha": 0.5, "target_rate": 0.2, "rho_pos": 0.1, "rho_neg": 0.2,
                                "shape": "monotone", "seed": 0}
@@ -48,7 +48,7 @@ def test_hub_source_through_the_installed_command_offline(hub_dirs, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     df = read_table(tmp_path / "data/prepared/hh/feedback.parquet")
-    report = json.loads((tmp_path / "data/prepared/hh/simulation.json").read_text())
+    report = json.loads((tmp_path / "data/prepared/hh/provenance.json").read_text())
     assert report["licence"] == "MIT" and report["split"]["source_test_split"]
     assert df.filter(pl.col("split") == "test").height == 4
     assert report["dropped"] == {"chosen and rejected contexts differ": 1}
