@@ -100,6 +100,22 @@ def test_second_repro_runs_nothing(project):
     assert project.repro() == set()
 
 
+def test_a_code_change_reruns_the_stages_that_import_it(project):
+    """dvc.yaml's deps name the modules each stage runs (tests/test_dvc_deps.py): the simulation
+    re-runs prepare only (its table comes out the same, so nothing after it re-runs); the store's
+    reader re-runs everything that reads a store, and not prepare."""
+    def touch(path):
+        with open(project.root / path, "a") as f:
+            f.write("\n# touched by test_dvc\n")
+
+    touch("pipeline/simulation.py")
+    assert project.repro() == {"prepare"}
+    touch("pipeline/store.py")
+    ran = project.repro()
+    assert {"embed@tiny", "fit@tiny-naive", "fit@tiny-causalrm", "evaluate@tiny"} <= ran
+    assert "prepare" not in ran
+
+
 def test_head_param_reruns_only_fit_and_after(project):
     project.edit_params(lambda p: p["fit"]["head"].update(max_epochs=4))
     ran = project.repro()
