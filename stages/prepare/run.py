@@ -19,7 +19,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.simulation import Simulator, realised_rates, threshold
-from pipeline.table import Provenance, _refuse_rows, pair_ids, provenance_path, validate
+from pipeline.table import OLD_PROVENANCE, Provenance, _refuse_rows, pair_ids, provenance_path, validate
 from stages.prepare import implicit
 from stages.prepare.sources import Loaded, load_source
 from stages.prepare.splits import assign_splits, straddling
@@ -164,6 +164,8 @@ def write(df: pl.DataFrame, report: dict, table: Path) -> None:
     with atomic_path(table) as t_tmp, atomic_path(provenance_path(table)) as j_tmp:
         df.write_parquet(t_tmp)
         j_tmp.write_text(text)
+    for old in OLD_PROVENANCE:  # a stale sidecar of an earlier prepare would contradict the new one
+        table.with_name(old).unlink(missing_ok=True)
 
 
 def prepare(params: Params, where: str = "params.yaml") -> Prepared:

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.config import ImplicitSimParams, SimulateParams
 from pipeline.simulation import Simulator
+from pipeline.table import read_provenance
 
 CLICKS = [{"prompt": f"p{i % 7}", "response": f"r{i}", "copied": int(i % 3 == 0)} for i in range(40)]
 
@@ -32,9 +33,9 @@ def test_a_file_with_only_a_click_column_works(cli):
     table = pl.read_parquet("data/prepared/mine/feedback.parquet")
     assert table["observed"].all() and table["feedback"].null_count() == 0
     assert table.sort("response")["feedback"].sum() == sum(r["copied"] for r in CLICKS)
-    side = json.loads(Path("data/prepared/mine/provenance.json").read_text())
-    assert side["feedback_kind"] == "implicit" and side["feedback"]["kind"] == "implicit"
-    assert side["feedback"]["realised"]["acted"] == 14 and side["feedback"]["simulated"] is False
+    side = read_provenance("data/prepared/mine/feedback.parquet")
+    assert side.feedback_kind == "implicit" and side.feedback["kind"] == "implicit"
+    assert side.feedback["realised"]["acted"] == 14 and side.simulation is None
     assert "implicit feedback: acted on 0.3500 of rows (from the logs)" in result.stdout
 
 
@@ -85,7 +86,7 @@ def test_builtin_simulation_in_implicit_mode_reports_realised_rates(cli):
     fit = df.filter(pl.col("split") != "test")
     a, y = fit["feedback"].to_numpy(), fit["label"].to_numpy()
     assert (a <= y).all()  # no mis-clicks by default: only good responses are acted on
-    side = json.loads(Path("data/prepared/imp/provenance.json").read_text())["feedback"]
+    side = read_provenance("data/prepared/imp/feedback.parquet").simulation
     z = side["realised"]
     assert z["prior"] == pytest.approx(y.mean()) and z["positives_acted_on"] == pytest.approx(a[y == 1].mean())
     assert z["misclick_rate"] == 0 and z["scar_holds"] is False  # a graded rating: e varies among positives
