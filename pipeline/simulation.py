@@ -201,5 +201,14 @@ def clean_label(rating: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return (np.asarray(rating, dtype=float) > threshold(levels)).astype(np.int8)
 
 
+def rating_info(rating: np.ndarray, scale: tuple[float, float] | None = None) -> dict:
+    """What a simulation records about the rating it started from: its scale, the levels that
+    occur, and the label threshold (step 4) every split shares."""
+    rating = np.asarray(rating, dtype=float)
+    return {"rating_scale": list(scale) if scale else [float(rating.min()), float(rating.max())],
+            "rating_levels": sorted(float(v) for v in np.unique(rating)),
+            "label_threshold": threshold(rating)}
+
+
 def threshold(levels: np.ndarray) -> float:
     return float(np.median(np.unique(np.asarray(levels, dtype=float))))

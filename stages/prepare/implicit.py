@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.config import ImplicitSimParams
 from pipeline.errors import RmpipeError
-from pipeline.simulation import Simulator, implicit_rates, threshold
+from pipeline.simulation import Simulator, implicit_rates, rating_info, threshold
 
 IMPLICIT_HINT = ("if these are clicks or copies (no recorded negatives), set prepare.feedback: "
                  "implicit (positive-unlabelled mode)")
@@ -62,9 +62,7 @@ def simulate_table(df: pl.DataFrame, sim: Simulator, ip: ImplicitSimParams, scal
         "realised_by_split": by_split,
         "propensity": "propensity_true is the labelling propensity e(x) = P(a = 1 | y = 1, x)"
                       + ("; written as propensity_logged too" if ip.log_propensity else ""),
-        "rating_scale": list(scale) if scale else [float(rating.min()), float(rating.max())],
-        "rating_levels": sorted(float(v) for v in np.unique(rating)),
-        "label_threshold": threshold(rating),
+        **rating_info(rating, scale),
         "test": TEST_NOTE,
     }
     return df, info

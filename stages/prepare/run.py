@@ -18,7 +18,7 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.simulation import Simulator, realised_rates, threshold
+from pipeline.simulation import Simulator, rating_info, realised_rates, threshold
 from pipeline.table import OLD_PROVENANCE, Provenance, _refuse_rows, pair_ids, provenance_path, validate
 from stages.prepare import implicit
 from stages.prepare.sources import Loaded, load_source
@@ -140,9 +140,7 @@ def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.Data
                       for k in ("alpha", "target_rate", "rho_pos", "rho_neg", "shape", "seed")},
         "realised": drawn.realised() | {"over": "train + val rows"},
         "realised_by_split": by_split,
-        "rating_scale": list(loaded.scale) if loaded.scale else [float(rating.min()), float(rating.max())],
-        "rating_levels": sorted(float(v) for v in np.unique(rating)),
-        "label_threshold": threshold(rating),
+        **rating_info(rating, loaded.scale),
         "test": TEST_NOTE,
     }
     return df, info
