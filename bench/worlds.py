@@ -129,7 +129,7 @@ class EmbeddingWorld:
     def draw(self, alpha: float, rho: tuple[float, float], seed: int, target_rate: float = 0.2) -> Draw:
         fit, test = self.split != "test", self.split == "test"
         sim = Simulator(SimulateParams(alpha=alpha, target_rate=target_rate, rho_pos=rho[0], rho_neg=rho[1],
-                                       seed=seed), where="bench:embedding-world")
+                                       seed=seed))
         s = sim.simulate(self.level[fit], scale=(0.0, 4.0), levels=self.level)
         tr = self.split[fit] == "train"
         return Draw(X=self.X[fit], split=self.split[fit], observed=s.observed,

@@ -28,37 +28,10 @@ SHAPES = {
 
 @dataclass(frozen=True)
 class Simulator:
-    """Draws feedback with ``params`` (validated where they are loaded, pipeline.config).
-    ``where`` only prefixes error messages (the params file, the flags)."""
+    """Draws feedback with ``params``, which checked their own values when they were loaded
+    (pipeline.config), so nothing here re-checks them."""
 
     params: SimulateParams = field(default_factory=SimulateParams)
-    where: str = "simulate"
-
-    def __post_init__(self):
-        # Goes when SimulateParams checks its own values at load (pipeline.config, issue 10).
-        p = self.params
-
-        def bad(key: str, why: str):
-            raise RmpipeError(f"{self.where}: prepare.simulate.{key} {why}")
-
-        for key in ("alpha", "target_rate", "rho_pos", "rho_neg"):
-            value = getattr(p, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                bad(key, f"must be a finite number, got {value!r}")
-        if not 0 < p.alpha <= 1:
-            bad("alpha", f"must be in (0, 1], got {p.alpha}")
-        if not 0 < p.target_rate <= 1:
-            bad("target_rate", f"must be in (0, 1], got {p.target_rate}")
-        for key in ("rho_pos", "rho_neg"):
-            if not 0 <= getattr(p, key) < 1:
-                bad(key, f"must be in [0, 1), got {getattr(p, key)}")
-        if p.rho_pos + p.rho_neg >= 1:
-            bad("rho_pos", f"+ rho_neg must be < 1 (labels would carry no signal), got "
-                f"{p.rho_pos} + {p.rho_neg} = {p.rho_pos + p.rho_neg:g}")
-        if p.shape not in SHAPES:
-            bad("shape", f"must be one of {', '.join(SHAPES)}, got {p.shape!r}")
-        if isinstance(p.seed, bool) or not isinstance(p.seed, int):
-            bad("seed", f"must be an integer, got {p.seed!r}")
 
     def propensity(self, rating: np.ndarray, scale: tuple[float, float] | None = None) -> np.ndarray:
         """True propensity per row: steps 1-2."""

@@ -38,7 +38,7 @@ class Prepared:
 def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dict]:
     """The feedback table and its report, in memory (nothing is written)."""
     pp = params.prepare
-    sim = Simulator(pp.simulate, where)
+    sim = Simulator(pp.simulate)
     fractions = pp.split.fractions
     keep = tuple(dict.fromkeys((*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)))
     loaded = load_source(pp.source, where, keep, pp.feedback)
