@@ -8,7 +8,7 @@ so the simulation is exactly the pipeline's; the worlds follow METHOD.md's proto
 
 - ``embedding`` world: all the shared texts together, with a known five-level reward that is a
   function of their real embeddings (``z = e·u + 0.5 tanh(e·v) + ε`` on whitened PCA coordinates,
-  cut at fixed quantiles into levels 0–4), then :class:`stages.prepare.simulate.Simulator`;
+  cut at fixed quantiles into levels 0–4), then :class:`pipeline.simulation.Simulator`;
 - ``gaussian`` world: :func:`pipeline.synthetic.make_world` (``e ~ N(0, I)``) at N ≥ 30,000,
   the scale at which the paper's effect appears.
 """
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.config import Params, SourceParams
-from stages.prepare.simulate import Simulator, realised_rates
+from pipeline.config import Params, SimulateParams, SourceParams
+from pipeline.simulation import Simulator, realised_rates
+from pipeline.synthetic import make_world
+from stages.prepare.run import build
 from stages.prepare.splits import split_groups
 
 LEVEL_CUTS = (0.15, 0.35, 0.6, 0.85)  # quantiles of z: levels 0-4, label y = 1[level > 2]
@@ -94,8 +96,6 @@ def shared_params(base: Params, dataset: str, alpha: float, rho: tuple[float, fl
 def shared_draw(base: Params, dataset: str, alpha: float, rho: tuple[float, float], seed: int,
                 X_of: dict[str, int], X_all: np.ndarray, columns: dict[str, str] | None = None) -> Draw:
     """A real data set through the pipeline's own prepare stage, in memory."""
-    from stages.prepare.run import build
-
     df, _ = build(shared_params(base, dataset, alpha, rho, seed, columns), where=f"bench:{dataset}")
     return _from_frame(df, X_of, X_all)
 
@@ -128,7 +128,8 @@ class EmbeddingWorld:
 
     def draw(self, alpha: float, rho: tuple[float, float], seed: int, target_rate: float = 0.2) -> Draw:
         fit, test = self.split != "test", self.split == "test"
-        sim = Simulator(alpha, target_rate, rho[0], rho[1], "monotone", seed, where="bench:embedding-world")
+        sim = Simulator(SimulateParams(alpha=alpha, target_rate=target_rate, rho_pos=rho[0], rho_neg=rho[1],
+                                       seed=seed))
         s = sim.simulate(self.level[fit], scale=(0.0, 4.0), levels=self.level)
         tr = self.split[fit] == "train"
         return Draw(X=self.X[fit], split=self.split[fit], observed=s.observed,
@@ -143,8 +144,6 @@ def gaussian_draw(n: int, dim: int, alpha: float, rho: tuple[float, float], seed
                   target_rate: float = 0.2) -> Draw:
     """:func:`pipeline.synthetic.make_world` (a fresh world per seed); rows ``2k, 2k+1`` form
     one comparison."""
-    from pipeline.synthetic import make_world
-
     w = make_world(n=n, dim=dim, alpha=alpha, target_rate=target_rate, rho_pos=rho[0], rho_neg=rho[1], seed=seed)
     fit, test = w.split != "test", w.split == "test"
     tr = w.split[fit] == "train"

@@ -1,8 +1,8 @@
 """A Gaussian embedding world with known ground truth, observed through the paper's protocol.
 
 Embeddings ``e ~ N(0, I_D)``; a latent quality ``z = e·u + 0.5·tanh(e·v) + ε`` is cut into five
-rating levels 0–4 (HelpSteer's scale); then METHOD.md's simulation: ``p = α^(5 − s')`` scaled to
-the target observation rate (capped at 1, the uncapped rows rescaled until the mean holds),
+rating levels 0–4 (HelpSteer's scale); then METHOD.md's simulation through
+:mod:`pipeline.simulation`: ``p = α^(5 − s')`` scaled to the target observation rate,
 ``o ~ Bernoulli(p)``, clean label ``y = 1[s > 2]``, and flips on observed rows with ``rho_pos`` /
 ``rho_neg``. For tests and benches: the truth (``label``, ``propensity``) is returned beside
 what training may see.
@@ -10,9 +10,19 @@ what training may see.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import polars as pl
+
+from pipeline import simulation
+from pipeline.config import EmbedParams, EvaluateParams, FitParams, Params
+from pipeline.store import EmbeddingStore
+from pipeline.table import Provenance, conform, make_pair_id, write_provenance, write_table
+
+LEVELS = np.arange(5.0)  # HelpSteer's 0-4: the label threshold is 2
 
 
 @dataclass(frozen=True)
@@ -24,20 +34,6 @@ class World:
     observed: np.ndarray  # bool
     feedback: np.ndarray  # ỹ, 0 where unobserved
     split: np.ndarray  # train | val | test
-
-
-def scale_to_rate(p: np.ndarray, rate: float, iters: int = 100) -> np.ndarray:
-    """Scale ``p`` so that ``mean(min(p, 1)) = rate``, rescaling the uncapped rows until it holds."""
-    p = p * rate / p.mean()
-    for _ in range(iters):
-        capped = p >= 1.0
-        p = np.minimum(p, 1.0)
-        short = rate * len(p) - p.sum()
-        if abs(short) < 1e-9 or capped.all():
-            break
-        free = ~capped
-        p[free] *= 1.0 + short / p[free].sum()
-    return np.minimum(p, 1.0)
 
 
 def make_world(n: int = 6000, dim: int = 16, alpha: float = 0.5, target_rate: float = 0.2,
@@ -52,12 +48,11 @@ def make_world(n: int = 6000, dim: int = 16, alpha: float = 0.5, target_rate: fl
     v /= np.linalg.norm(v)
     z = X @ u + 0.5 * np.tanh(X @ v) + latent_noise * rng.standard_normal(n)
     rating = np.searchsorted(np.quantile(z, cuts), z).astype(np.int64)
-    s_prime = 1.0 + 4.0 * rating / 4.0
-    propensity = scale_to_rate(alpha ** (5.0 - s_prime), target_rate)
+    propensity = simulation.propensity(rating, alpha, target_rate, scale=(0.0, 4.0))
     observed = rng.random(n) < propensity
-    label = (rating > 2).astype(np.int8)
-    flip = np.where(label == 1, rng.random(n) < rho_pos, rng.random(n) < rho_neg)
-    feedback = np.where(observed, np.where(flip, 1 - label, label), 0).astype(np.int8)
+    label = simulation.clean_label(rating, LEVELS)
+    flip = simulation.flips(label, rng.random(n), rng.random(n), rho_pos, rho_neg)
+    feedback = np.where(observed, label ^ flip, 0).astype(np.int8)
     cut = np.cumsum(np.asarray(fractions) / np.sum(fractions))[:-1]
     u_split = rng.random((n + 1) // 2).repeat(2)[:n]  # rows 2k, 2k+1 share a prompt and a split
     split = np.where(u_split < cut[0], "train", np.where(u_split < cut[1], "val", "test"))
@@ -69,10 +64,6 @@ def make_world(n: int = 6000, dim: int = 16, alpha: float = 0.5, target_rate: fl
 def world_table(world: World):
     """The world as a feedback table (pipeline.table's contract): rows ``2k`` and ``2k+1`` share
     a prompt and form one comparison; unobserved rows have null feedback."""
-    import polars as pl
-
-    from pipeline.table import conform, make_pair_id
-
     n = len(world.X)
     prompts = [f"prompt {i // 2}" for i in range(n)]
     responses = [f"response {i}" for i in range(n)]
@@ -95,23 +86,15 @@ def world_table(world: World):
 
 def write_project(root, world: World, fit=None, backbone: str = "toy"):
     """A world on disk as the pipeline would leave it before ``fit``: the prepared table (with a
-    ``simulation.json`` naming its licence) under ``root/data``, a ``backbone`` store under
+    provenance naming its licence) under ``root/data``, a ``backbone`` store under
     ``root/emb``, heads to go under ``root/heads``; returns matching :class:`pipeline.config.Params` (dataset ``toy``)."""
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from pipeline.config import EmbedParams, EvaluateParams, FitParams, Params
-    from pipeline.store import EmbeddingStore
-    from pipeline.table import write_table
-
     root = Path(root)
     table = world_table(world)
     fit = dataclasses.replace(fit or FitParams(), heads_dir=str(root / "heads"))
     params = Params(dataset="toy", data_dir=str(root / "data"), embed=EmbedParams(store_dir=str(root / "emb")),
                     fit=fit, evaluate=EvaluateParams(reports_dir=str(root / "reports")))
     write_table(table, params.table_path)
-    (params.table_path.parent / "simulation.json").write_text(json.dumps({"licence": "CC0-1.0 (synthetic)"}))
+    write_provenance(Provenance(source="pipeline.synthetic", licence="CC0-1.0 (synthetic)"), params.table_path)
     store = EmbeddingStore.create(root / "emb" / backbone, backbone=backbone,
                                   spec={"model": backbone, "dim": world.X.shape[1]}, dim=world.X.shape[1])
     store.append(table["pair_id"].to_list(), world.X, exec_info={"backend": "synthetic"})

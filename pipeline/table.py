@@ -3,12 +3,15 @@
 One row per logged event (a response shown to a user). The same (prompt, response) can appear in
 several rows with different feedback: that is data, so ``pair_id`` (the embedding store's key) is
 not unique. ``label`` is the clean label and exists for evaluation only: training never reads it.
+Beside the table lies its provenance (``provenance.json``): where the rows came from, their
+licence, the kind of feedback they hold and, when feedback was simulated, how.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +21,8 @@ from pipeline.atomic import atomic_path
 from pipeline.errors import RmpipeError
 
 SPLITS = ("train", "val", "test")
+PROVENANCE = "provenance.json"
+OLD_PROVENANCE = ("simulation.json", "metadata.json")  # older names, still read
 
 SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.String,
@@ -182,3 +187,70 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pl.Dat
 def training_view(df: pl.DataFrame) -> pl.DataFrame:
     """What training may see: everything except the clean label and the true propensity."""
     return df.drop([c for c in ("label", "propensity_true") if c in df.columns])
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What ``prepare`` records beside the table, read and written only here. ``feedback`` says
+    how the feedback came about: ``simulated`` true with the requested and realised rates, or
+    false for real logs. ``details`` keeps the rest of prepare's report (dataset, split, rows,
+    drops), written at the top level of the file beside the named fields."""
+
+    source: str | None = None
+    licence: str | None = None
+    feedback_kind: str = "explicit"  # tables from before the field hold explicit feedback
+    feedback: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+    @property
+    def simulation(self) -> dict | None:
+        """The simulation block, or None where nothing was simulated."""
+        return self.feedback if self.feedback.get("simulated") else None
+
+    def to_dict(self) -> dict:
+        return {**self.details, "source": self.source, "licence": self.licence,
+                "feedback_kind": self.feedback_kind, "feedback": self.feedback}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Provenance":
+        named = ("source", "licence", "license", "feedback_kind", "feedback")
+        licence = d.get("licence") or d.get("license")
+        return cls(source=d.get("source"), licence=None if licence is None else str(licence),
+                   feedback_kind=d.get("feedback_kind") or "explicit", feedback=dict(d.get("feedback") or {}),
+                   details={k: v for k, v in d.items() if k not in named})
+
+
+def provenance_path(table_path: str | Path) -> Path:
+    return Path(table_path).with_name(PROVENANCE)
+
+
+def write_provenance(prov: Provenance, table_path: str | Path) -> Path:
+    """Write the table's provenance atomically (``prepare`` renames it together with the table
+    instead: see stages/prepare/run.py)."""
+    path = provenance_path(table_path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(prov.to_json())
+    return path
+
+
+def read_provenance(table_path: str | Path) -> Provenance:
+    """The provenance beside ``table_path``; a table prepared before the rename has it as
+    ``simulation.json``, which is read instead. No file at all (a table written by other means):
+    the defaults, i.e. explicit feedback, licence unknown."""
+    folder = Path(table_path).parent
+    for name in (PROVENANCE, *OLD_PROVENANCE):
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RmpipeError(f"{path}: not a readable provenance file ({type(exc).__name__}); "
+                              "re-run `rmpipe prepare`") from None
+        if not isinstance(meta, dict):
+            raise RmpipeError(f"{path}: not a provenance file (expected a JSON object); re-run `rmpipe prepare`")
+        return Provenance.from_dict(meta)
+    return Provenance()

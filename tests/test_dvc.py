@@ -100,6 +100,22 @@ def test_second_repro_runs_nothing(project):
     assert project.repro() == set()
 
 
+def test_a_code_change_reruns_the_stages_that_import_it(project):
+    """dvc.yaml's deps name the modules each stage runs (tests/test_dvc_deps.py): the simulation
+    re-runs prepare only (its table comes out the same, so nothing after it re-runs); the store's
+    reader re-runs everything that reads a store, and not prepare."""
+    def touch(path):
+        with open(project.root / path, "a") as f:
+            f.write("\n# touched by test_dvc\n")
+
+    touch("pipeline/simulation.py")
+    assert project.repro() == {"prepare"}
+    touch("pipeline/store.py")
+    ran = project.repro()
+    assert {"embed@tiny", "fit@tiny-naive", "fit@tiny-causalrm", "evaluate@tiny"} <= ran
+    assert "prepare" not in ran
+
+
 def test_head_param_reruns_only_fit_and_after(project):
     project.edit_params(lambda p: p["fit"]["head"].update(max_epochs=4))
     ran = project.repro()
@@ -136,7 +152,7 @@ def test_implicit_mode_is_a_params_switch(project):
                                    p["fit"].update(methods=["pu_naive", "nnpu"])))
     ran = project.repro()
     assert {"prepare", "fit@tiny-pu_naive", "fit@tiny-nnpu", "evaluate@tiny", "report"} <= ran
-    side = yaml.safe_load((project.root / "data/prepared/default-implicit/simulation.json").read_text())
+    side = yaml.safe_load((project.root / "data/prepared/default-implicit/provenance.json").read_text())
     assert side["feedback_kind"] == "implicit" and side["feedback"]["realised"]["prior"] > 0
     card = yaml.safe_load((project.root / "cache/heads/tiny/default-implicit/nnpu/card.json").read_text())
     assert card["feedback"] == "implicit" and card["guard"]["mode"] == "nonnegative"

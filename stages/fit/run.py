@@ -9,7 +9,6 @@ head is trained and written to ``cache/heads/<backbone>/<dataset>/<method>/``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,37 +18,18 @@ from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import EmbeddingRef, HeadCard, Uses, head_dir, save_head
 from pipeline.store import EmbeddingStore
-from pipeline.table import read_table, training_view
-
-
-def _sidecar(params: Params) -> dict:
-    """What the prepare stage recorded beside the table (``simulation.json``), or ``{}``."""
-    folder = params.table_path.parent
-    for name in ("simulation.json", "metadata.json"):
-        path = folder / name
-        if path.exists():
-            try:
-                meta = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(meta, dict):
-                return meta
-    return {}
+from pipeline.table import read_provenance, read_table, training_view
 
 
 def dataset_licence(params: Params) -> str | None:
     """The licence the prepare stage recorded beside the table, if any."""
-    meta = _sidecar(params)
-    for key in ("licence", "license"):
-        if meta.get(key):
-            return str(meta[key])
-    return None
+    return read_provenance(params.table_path).licence
 
 
 def feedback_kind(params: Params) -> str:
-    """The table's feedback kind as its sidecar records it (tables from before the field are
-    explicit); refuse a table prepared as another kind than params declare."""
-    kind = _sidecar(params).get("feedback_kind", "explicit")
+    """The table's feedback kind as its provenance records it; refuse a table prepared as
+    another kind than params declare."""
+    kind = read_provenance(params.table_path).feedback_kind
     if kind != params.prepare.feedback:
         raise RmpipeError(f"{params.table_path}: the table holds {kind} feedback but params declare "
                           f"prepare.feedback: {params.prepare.feedback}; re-run `rmpipe prepare` or fix params")

@@ -4,71 +4,25 @@ not a "no": it is unlabelled. ``observed`` carries no information (every row is 
 so it is true everywhere); ``propensity_logged``, where present, is the *labelling* propensity
 ``e(x) = P(a = 1 | y = 1, x)``.
 
-Simulation (the reference's PU protocol): the explicit protocol's propensity
-``p = α^(5 − s')`` scaled to the target rate, then ``a = y · Bernoulli(p)``, and, if asked,
-mis-clicks ``a = 1`` with ``rho_neg`` on ``y = 0`` rows. The realised rates go beside the
-requested ones: the share of positives acted on, the mis-click rate, the class prior ``π`` and
+Simulation (the reference's PU protocol, drawn by :mod:`pipeline.simulation`): the explicit
+protocol's propensity ``p = α^(5 − s')`` scaled to the target rate, then ``a = y · Bernoulli(p)``,
+and, if asked, mis-clicks ``a = 1`` with ``rho_neg`` on ``y = 0`` rows. The realised rates go
+beside the requested ones: the share of positives acted on, the mis-click rate, the class prior ``π`` and
 the labelling frequency ``c = P(a = 1 | y = 1)``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from pipeline.config import ImplicitSimParams
 from pipeline.errors import RmpipeError
-from stages.prepare.simulate import Simulator, clean_label, threshold
+from pipeline.simulation import Simulator, implicit_rates, rating_info, threshold
 
 IMPLICIT_HINT = ("if these are clicks or copies (no recorded negatives), set prepare.feedback: "
                  "implicit (positive-unlabelled mode)")
 TEST_NOTE = "test rows are clean: feedback = label (evaluation only)"
-
-
-@dataclass(frozen=True)
-class ImplicitDraw:
-    """One draw: ``acted`` 0/1 per row, the clean ``label``, the labelling propensity ``e``."""
-
-    acted: np.ndarray
-    label: np.ndarray
-    propensity: np.ndarray
-
-    def realised(self) -> dict:
-        return implicit_rates(self.acted, self.label, self.propensity)
-
-
-def simulate_implicit(sim: Simulator, ip: ImplicitSimParams, rating: np.ndarray,
-                      scale: tuple[float, float] | None = None, levels: np.ndarray | None = None) -> ImplicitDraw:
-    """``a = y · Bernoulli(p)`` (+ mis-clicks on ``y = 0`` at ``ip.rho_neg``), seeded by ``sim.seed``."""
-    rating = np.asarray(rating, dtype=float)
-    p = sim.propensity(rating, scale)
-    label = clean_label(rating, rating if levels is None else levels)
-    rng = np.random.default_rng(sim.seed)
-    u, v = rng.random(rating.size), rng.random(rating.size)
-    acted = np.where(label == 1, u < p, v < ip.rho_neg).astype(np.int8)
-    return ImplicitDraw(acted, label, p)
-
-
-def implicit_rates(acted, label=None, propensity=None) -> dict:
-    """Realised rates of implicit feedback; the truths need clean labels (simulation)."""
-    a = np.asarray(acted).astype(int)
-    out = {"rows": int(a.size), "acted": int(a.sum()), "acted_rate": float(a.mean()) if a.size else None}
-    if label is not None and a.size:
-        y = np.asarray(label).astype(int)
-        pos, neg = y == 1, y == 0
-        out.update(prior=float(y.mean()),
-                   positives_acted_on=float(a[pos].mean()) if pos.any() else None,  # realised c
-                   misclick_rate=float(a[neg].mean()) if neg.any() else None,
-                   acted_that_are_negative=float(1 - y[a == 1].mean()) if a.any() else None)
-        if propensity is not None:
-            e = np.asarray(propensity, dtype=float)
-            out.update(c_expected=float(e[pos].mean()) if pos.any() else None,
-                       e_min_positive=float(e[pos].min()) if pos.any() else None,
-                       e_max_positive=float(e[pos].max()) if pos.any() else None,
-                       scar_holds=bool(pos.any() and np.ptp(e[pos]) < 1e-12))
-    return out
 
 
 def simulate_table(df: pl.DataFrame, sim: Simulator, ip: ImplicitSimParams, scale, where: str
@@ -81,7 +35,7 @@ def simulate_table(df: pl.DataFrame, sim: Simulator, ip: ImplicitSimParams, scal
     n = df.height
     feedback, label = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
     propensity = np.full(n, np.nan)
-    drawn = simulate_implicit(sim, ip, rating[~is_test], scale, levels=rating)
+    drawn = sim.simulate_implicit(ip, rating[~is_test], scale, levels=rating)
     feedback[~is_test], label[~is_test], propensity[~is_test] = drawn.acted, drawn.label, drawn.propensity
     label[is_test] = (rating[is_test] > threshold(rating)).astype(np.int8)
     feedback[is_test] = label[is_test]
@@ -99,8 +53,8 @@ def simulate_table(df: pl.DataFrame, sim: Simulator, ip: ImplicitSimParams, scal
         by_split[name] = implicit_rates(feedback[m], label[m], propensity[m])
     info = {
         "simulated": True, "kind": "implicit",
-        "requested": {"alpha": sim.alpha, "target_rate": sim.target_rate, "shape": sim.shape,
-                      "seed": sim.seed, "rho_neg": ip.rho_neg, "log_propensity": ip.log_propensity,
+        "requested": {"alpha": sim.params.alpha, "target_rate": sim.params.target_rate,
+                      "shape": sim.params.shape, "seed": sim.params.seed, "rho_neg": ip.rho_neg, "log_propensity": ip.log_propensity,
                       "unused": "prepare.simulate.rho_pos and rho_neg (explicit noise) are not used: "
                                 "the labelling propensity takes rho_pos's place, mis-clicks are "
                                 "prepare.simulate.implicit.rho_neg"},
@@ -108,9 +62,7 @@ def simulate_table(df: pl.DataFrame, sim: Simulator, ip: ImplicitSimParams, scal
         "realised_by_split": by_split,
         "propensity": "propensity_true is the labelling propensity e(x) = P(a = 1 | y = 1, x)"
                       + ("; written as propensity_logged too" if ip.log_propensity else ""),
-        "rating_scale": list(scale) if scale else [float(rating.min()), float(rating.max())],
-        "rating_levels": sorted(float(v) for v in np.unique(rating)),
-        "label_threshold": threshold(rating),
+        **rating_info(rating, scale),
         "test": TEST_NOTE,
     }
     return df, info

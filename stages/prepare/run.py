@@ -1,5 +1,6 @@
 """The prepare stage's entry point: source -> splits -> simulated (or logged) feedback ->
-``data/prepared/<dataset>/feedback.parquet`` + ``simulation.json`` beside it.
+``data/prepared/<dataset>/feedback.parquet`` + ``provenance.json`` beside it (source, licence,
+feedback kind, and the simulation's requested and realised rates when one ran).
 
 ``rmpipe prepare`` and dvc.yaml both call :func:`prepare`. Everything is computed and validated
 in memory first; the two files are then renamed into place together, so an error leaves
@@ -8,7 +9,6 @@ nothing half-written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,9 @@ import polars as pl
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.table import _refuse_rows, pair_ids, validate
+from pipeline.simulation import Simulator, rating_info, realised_rates, threshold
+from pipeline.table import OLD_PROVENANCE, Provenance, _refuse_rows, pair_ids, provenance_path, validate
 from stages.prepare import implicit
-from stages.prepare.simulate import Simulator, realised_rates, threshold
 from stages.prepare.sources import Loaded, load_source
 from stages.prepare.splits import assign_splits, straddling
 
@@ -32,17 +32,13 @@ class Prepared:
     table: pl.DataFrame
     report: dict
     table_path: Path
-    report_path: Path
-
-
-def report_path(params: Params) -> Path:
-    return params.table_path.with_name("simulation.json")
+    provenance_path: Path
 
 
 def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dict]:
     """The feedback table and its report, in memory (nothing is written)."""
     pp = params.prepare
-    sim = Simulator.from_params(pp.simulate, where)  # bad settings fail before any loading
+    sim = Simulator(pp.simulate)
     fractions = pp.split.fractions
     keep = tuple(dict.fromkeys((*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)))
     loaded = load_source(pp.source, where, keep, pp.feedback)
@@ -140,13 +136,11 @@ def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.Data
         by_split[name] = realised_rates(observed[m], feedback[m], label[m], propensity[m])
     info = {
         "simulated": True,
-        "requested": {"alpha": sim.alpha, "target_rate": sim.target_rate, "rho_pos": sim.rho_pos,
-                      "rho_neg": sim.rho_neg, "shape": sim.shape, "seed": sim.seed},
+        "requested": {k: getattr(sim.params, k)
+                      for k in ("alpha", "target_rate", "rho_pos", "rho_neg", "shape", "seed")},
         "realised": drawn.realised() | {"over": "train + val rows"},
         "realised_by_split": by_split,
-        "rating_scale": list(loaded.scale) if loaded.scale else [float(rating.min()), float(rating.max())],
-        "rating_levels": sorted(float(v) for v in np.unique(rating)),
-        "label_threshold": threshold(rating),
+        **rating_info(rating, loaded.scale),
         "test": TEST_NOTE,
     }
     return df, info
@@ -162,19 +156,21 @@ def _counts(df: pl.DataFrame) -> dict:
     return out
 
 
-def write(df: pl.DataFrame, report: dict, table: Path, json_path: Path) -> None:
+def write(df: pl.DataFrame, report: dict, table: Path) -> None:
     """Both files or neither: each goes to a temporary name, and both are renamed at the end."""
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    with atomic_path(table) as t_tmp, atomic_path(json_path) as j_tmp:
+    text = Provenance.from_dict(report).to_json()
+    with atomic_path(table) as t_tmp, atomic_path(provenance_path(table)) as j_tmp:
         df.write_parquet(t_tmp)
         j_tmp.write_text(text)
+    for old in OLD_PROVENANCE:  # a stale sidecar of an earlier prepare would contradict the new one
+        table.with_name(old).unlink(missing_ok=True)
 
 
 def prepare(params: Params, where: str = "params.yaml") -> Prepared:
     """Build, validate and write the feedback table of ``params.dataset``."""
     df, report = build(params, where)
-    write(df, report, params.table_path, report_path(params))
-    return Prepared(df, report, params.table_path, report_path(params))
+    write(df, report, params.table_path)
+    return Prepared(df, report, params.table_path, provenance_path(params.table_path))
 
 
 def summary(p: Prepared) -> str:
@@ -204,5 +200,5 @@ def summary(p: Prepared) -> str:
                      f"{q['rho_pos']}); rho_neg {fmt(z['rho_neg'])} (requested {q['rho_neg']})")
     else:
         lines.append("  feedback from the logs (nothing simulated)")
-    lines.append(f"  licence: {r['licence']}; report: {p.report_path}")
+    lines.append(f"  licence: {r['licence']}; provenance: {p.provenance_path}")
     return "\n".join(lines)

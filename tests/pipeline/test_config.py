@@ -64,7 +64,7 @@ def test_the_closed_sets_are_the_ones_the_code_implements():
     from stages.embed.pooling import POOLERS
     from stages.fit.head import ACTIVATIONS
     from stages.fit.methods import METHODS, methods_for
-    from stages.prepare.simulate import SHAPES
+    from pipeline.simulation import SHAPES
 
     assert tuple(METHODS) == config.METHOD_NAMES
     for kind, names in config.METHODS.items():

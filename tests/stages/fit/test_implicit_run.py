@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rmpipe.cli import app
 from pipeline.config import PrepareParams
-from pipeline.table import read_table, write_table
+from pipeline.table import Provenance, read_table, write_provenance, write_table
 from pipeline.synthetic import make_world, write_project
 from tests.stages.fit.conftest import fast_fit
 from tests.stages.fit.test_fit_run import write_params
@@ -38,8 +38,7 @@ def implicit_project(root):
                                pl.Series("propensity_logged", np.where(test, np.nan, e)).fill_nan(None),
                                pl.Series("propensity_true", np.where(test, np.nan, e)).fill_nan(None))
     write_table(table, params.table_path)
-    side = params.table_path.parent / "simulation.json"
-    side.write_text(json.dumps({"licence": "CC0-1.0 (synthetic)", "feedback_kind": "implicit"}))
+    write_provenance(Provenance(licence="CC0-1.0 (synthetic)", feedback_kind="implicit"), params.table_path)
     return dataclasses.replace(params, prepare=PrepareParams(feedback="implicit"))
 
 

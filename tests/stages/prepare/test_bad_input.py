@@ -10,6 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.table import read_provenance
+
 GOOD = [{"prompt": "p0", "response": "r0", "observed": True, "feedback": 1},
         {"prompt": "p1", "response": "r1", "observed": False, "feedback": None},
         {"prompt": "p2", "response": "r2", "observed": True, "feedback": 0}]
@@ -120,4 +122,5 @@ def test_good_logs_pass_the_same_cli(cli):
     result = cli("prepare", *logs("logs.csv", GOOD)(), "--dataset", "mine")
     assert result.exit_code == 0, result.output
     assert Path("data/prepared/mine/feedback.parquet").exists()
-    assert json.loads(Path("data/prepared/mine/simulation.json").read_text())["feedback"]["simulated"] is False
+    prov = read_provenance("data/prepared/mine/feedback.parquet")
+    assert prov.feedback["simulated"] is False and prov.simulation is None

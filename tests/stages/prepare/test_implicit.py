@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import ImplicitSimParams
-from stages.prepare.implicit import simulate_implicit
-from stages.prepare.simulate import Simulator
+from pipeline.config import ImplicitSimParams, SimulateParams
+from pipeline.simulation import Simulator
+from pipeline.table import read_provenance
 
 CLICKS = [{"prompt": f"p{i % 7}", "response": f"r{i}", "copied": int(i % 3 == 0)} for i in range(40)]
 
@@ -33,9 +33,9 @@ def test_a_file_with_only_a_click_column_works(cli):
     table = pl.read_parquet("data/prepared/mine/feedback.parquet")
     assert table["observed"].all() and table["feedback"].null_count() == 0
     assert table.sort("response")["feedback"].sum() == sum(r["copied"] for r in CLICKS)
-    side = json.loads(Path("data/prepared/mine/simulation.json").read_text())
-    assert side["feedback_kind"] == "implicit" and side["feedback"]["kind"] == "implicit"
-    assert side["feedback"]["realised"]["acted"] == 14 and side["feedback"]["simulated"] is False
+    side = read_provenance("data/prepared/mine/feedback.parquet")
+    assert side.feedback_kind == "implicit" and side.feedback["kind"] == "implicit"
+    assert side.feedback["realised"]["acted"] == 14 and side.simulation is None
     assert "implicit feedback: acted on 0.3500 of rows (from the logs)" in result.stdout
 
 
@@ -86,7 +86,7 @@ def test_builtin_simulation_in_implicit_mode_reports_realised_rates(cli):
     fit = df.filter(pl.col("split") != "test")
     a, y = fit["feedback"].to_numpy(), fit["label"].to_numpy()
     assert (a <= y).all()  # no mis-clicks by default: only good responses are acted on
-    side = json.loads(Path("data/prepared/imp/simulation.json").read_text())["feedback"]
+    side = read_provenance("data/prepared/imp/feedback.parquet").simulation
     z = side["realised"]
     assert z["prior"] == pytest.approx(y.mean()) and z["positives_acted_on"] == pytest.approx(a[y == 1].mean())
     assert z["misclick_rate"] == 0 and z["scar_holds"] is False  # a graded rating: e varies among positives
@@ -96,12 +96,12 @@ def test_builtin_simulation_in_implicit_mode_reports_realised_rates(cli):
 
 def test_simulated_actions_follow_the_labelling_propensity_and_the_mis_click_rate():
     rating = np.tile(np.arange(5.0), 40000)
-    sim = Simulator(alpha=0.5, target_rate=0.2, rho_pos=0.1, rho_neg=0.2, seed=3)
-    d = simulate_implicit(sim, ImplicitSimParams(rho_neg=0.07), rating)
+    sim = Simulator(SimulateParams(alpha=0.5, target_rate=0.2, rho_pos=0.1, rho_neg=0.2, seed=3))
+    d = sim.simulate_implicit(ImplicitSimParams(rho_neg=0.07), rating)
     assert d.propensity.mean() == pytest.approx(0.2)
     for level in (3.0, 4.0):
         m = rating == level
         assert d.acted[m].mean() == pytest.approx(d.propensity[m][0], abs=0.01)
     assert d.acted[d.label == 0].mean() == pytest.approx(0.07, abs=0.005)
-    binary = simulate_implicit(sim, ImplicitSimParams(), np.tile([0.0, 1.0], 5000)).realised()
+    binary = sim.simulate_implicit(ImplicitSimParams(), np.tile([0.0, 1.0], 5000)).realised()
     assert binary["scar_holds"] is True and binary["misclick_rate"] == 0

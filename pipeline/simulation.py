@@ -1,19 +1,22 @@
 """Observational feedback from clean ratings: the paper's protocol (METHOD.md, "Simulating
-observational feedback"), exactly, plus named alternative propensity shapes.
+observational feedback"), exactly, plus named alternative propensity shapes and the implicit
+(positive-unlabelled) variant. The one home of this maths: prepare, the synthetic worlds of the
+tests and the benches all call it.
 
 1. ``s' = 1 + 4 (s - lo) / (hi - lo)``;  2. ``p = alpha ** (5 - s')``, scaled to mean
 ``target_rate`` with the cap at 1 re-applied until the mean holds;  3. ``o ~ Bernoulli(p)``;
 4. ``y = 1[s > m]``, ``m`` the median of the distinct occurring ratings;  5. flip ``y`` on
 observed rows only: 1 -> 0 with ``rho_pos``, 0 -> 1 with ``rho_neg``.
+Implicit: ``a = y · Bernoulli(p)``, plus mis-clicks ``a = 1`` with ``rho_neg`` on ``y = 0`` rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import SimulateParams
+from pipeline.config import ImplicitSimParams, SimulateParams
 from pipeline.errors import RmpipeError
 
 # shape name -> exponent of alpha as a function of s' in [1, 5]; 0 where feedback is surest.
@@ -25,49 +28,14 @@ SHAPES = {
 
 @dataclass(frozen=True)
 class Simulator:
-    """The simulation settings, validated on construction (obp style).
+    """Draws feedback with ``params``, which checked their own values when they were loaded
+    (pipeline.config), so nothing here re-checks them."""
 
-    ``where`` only prefixes error messages (the params file, the flags)."""
-
-    alpha: float = 0.5
-    target_rate: float = 0.2
-    rho_pos: float = 0.1
-    rho_neg: float = 0.2
-    shape: str = "monotone"
-    seed: int = 0
-    where: str = "simulate"
-
-    def __post_init__(self):
-        def bad(key: str, why: str):
-            raise RmpipeError(f"{self.where}: prepare.simulate.{key} {why}")
-
-        for key in ("alpha", "target_rate", "rho_pos", "rho_neg"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                bad(key, f"must be a finite number, got {value!r}")
-        if not 0 < self.alpha <= 1:
-            bad("alpha", f"must be in (0, 1], got {self.alpha}")
-        if not 0 < self.target_rate <= 1:
-            bad("target_rate", f"must be in (0, 1], got {self.target_rate}")
-        for key in ("rho_pos", "rho_neg"):
-            if not 0 <= getattr(self, key) < 1:
-                bad(key, f"must be in [0, 1), got {getattr(self, key)}")
-        if self.rho_pos + self.rho_neg >= 1:
-            bad("rho_pos", f"+ rho_neg must be < 1 (labels would carry no signal), got "
-                f"{self.rho_pos} + {self.rho_neg} = {self.rho_pos + self.rho_neg:g}")
-        if self.shape not in SHAPES:
-            bad("shape", f"must be one of {', '.join(SHAPES)}, got {self.shape!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            bad("seed", f"must be an integer, got {self.seed!r}")
-
-    @classmethod
-    def from_params(cls, p: SimulateParams, where: str = "simulate") -> "Simulator":
-        return cls(p.alpha, p.target_rate, p.rho_pos, p.rho_neg, p.shape, p.seed, where)
+    params: SimulateParams = field(default_factory=SimulateParams)
 
     def propensity(self, rating: np.ndarray, scale: tuple[float, float] | None = None) -> np.ndarray:
         """True propensity per row: steps 1-2."""
-        s = rescale(rating, scale)
-        return scale_to_mean(self.alpha ** SHAPES[self.shape](s), self.target_rate)
+        return propensity(rating, self.params.alpha, self.params.target_rate, self.params.shape, scale)
 
     def simulate(self, rating: np.ndarray, scale: tuple[float, float] | None = None,
                  levels: np.ndarray | None = None) -> "Simulated":
@@ -76,12 +44,25 @@ class Simulator:
         rating = np.asarray(rating, dtype=float)
         p = self.propensity(rating, scale)
         label = clean_label(rating, rating if levels is None else levels)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.params.seed)
         observed = rng.random(rating.size) < p
         u = rng.random(rating.size)
-        flip = observed & np.where(label == 1, u < self.rho_pos, u < self.rho_neg)
-        feedback = np.where(observed, label ^ flip, -1).astype(np.int8)
+        flipped = observed & flips(label, u, u, self.params.rho_pos, self.params.rho_neg)
+        feedback = np.where(observed, label ^ flipped, -1).astype(np.int8)
         return Simulated(observed, feedback, label, p)
+
+    def simulate_implicit(self, ip: ImplicitSimParams, rating: np.ndarray,
+                          scale: tuple[float, float] | None = None,
+                          levels: np.ndarray | None = None) -> "ImplicitDraw":
+        """``a = y · Bernoulli(p)`` (+ mis-clicks on ``y = 0`` at ``ip.rho_neg``), seeded by
+        ``params.seed``; ``rho_pos``/``rho_neg`` of the explicit noise are not used."""
+        rating = np.asarray(rating, dtype=float)
+        p = self.propensity(rating, scale)
+        label = clean_label(rating, rating if levels is None else levels)
+        rng = np.random.default_rng(self.params.seed)
+        u, v = rng.random(rating.size), rng.random(rating.size)
+        acted = np.where(label == 1, u < p, v < ip.rho_neg).astype(np.int8)
+        return ImplicitDraw(acted, label, p)
 
 
 @dataclass(frozen=True)
@@ -95,6 +76,31 @@ class Simulated:
 
     def realised(self) -> dict:
         return realised_rates(self.observed, self.feedback, self.label, self.propensity)
+
+
+@dataclass(frozen=True)
+class ImplicitDraw:
+    """One implicit draw: ``acted`` 0/1 per row, the clean ``label``, the labelling propensity."""
+
+    acted: np.ndarray
+    label: np.ndarray
+    propensity: np.ndarray
+
+    def realised(self) -> dict:
+        return implicit_rates(self.acted, self.label, self.propensity)
+
+
+def propensity(rating: np.ndarray, alpha: float, target_rate: float, shape: str = "monotone",
+               scale: tuple[float, float] | None = None) -> np.ndarray:
+    """Steps 1-2: ``alpha ** shape(s')`` scaled to mean ``target_rate``."""
+    return scale_to_mean(alpha ** SHAPES[shape](rescale(rating, scale)), target_rate)
+
+
+def flips(label: np.ndarray, u_pos: np.ndarray, u_neg: np.ndarray, rho_pos: float,
+          rho_neg: float) -> np.ndarray:
+    """Step 5's coin: a true 1 flips where ``u_pos < rho_pos``, a true 0 where ``u_neg < rho_neg``
+    (uniforms passed in, so each caller keeps its own random stream); mask with ``observed``."""
+    return np.where(np.asarray(label) == 1, u_pos < rho_pos, u_neg < rho_neg)
 
 
 def realised_rates(observed, feedback, label=None, propensity=None) -> dict:
@@ -114,6 +120,26 @@ def realised_rates(observed, feedback, label=None, propensity=None) -> dict:
                    rho_neg=float((f[neg] == 1).mean()) if neg.any() else None,
                    observed_positive=int(pos.sum()), observed_negative=int(neg.sum()),
                    label_positive_share=float(y.mean()))
+    return out
+
+
+def implicit_rates(acted, label=None, propensity=None) -> dict:
+    """Realised rates of implicit feedback; the truths need clean labels (simulation)."""
+    a = np.asarray(acted).astype(int)
+    out = {"rows": int(a.size), "acted": int(a.sum()), "acted_rate": float(a.mean()) if a.size else None}
+    if label is not None and a.size:
+        y = np.asarray(label).astype(int)
+        pos, neg = y == 1, y == 0
+        out.update(prior=float(y.mean()),
+                   positives_acted_on=float(a[pos].mean()) if pos.any() else None,  # realised c
+                   misclick_rate=float(a[neg].mean()) if neg.any() else None,
+                   acted_that_are_negative=float(1 - y[a == 1].mean()) if a.any() else None)
+        if propensity is not None:
+            e = np.asarray(propensity, dtype=float)
+            out.update(c_expected=float(e[pos].mean()) if pos.any() else None,
+                       e_min_positive=float(e[pos].min()) if pos.any() else None,
+                       e_max_positive=float(e[pos].max()) if pos.any() else None,
+                       scar_holds=bool(pos.any() and np.ptp(e[pos]) < 1e-12))
     return out
 
 
@@ -146,6 +172,15 @@ def scale_to_mean(raw: np.ndarray, target: float) -> np.ndarray:
 def clean_label(rating: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Step 4: ``y = 1[s > m]``, ``m`` the median of the distinct ratings that occur."""
     return (np.asarray(rating, dtype=float) > threshold(levels)).astype(np.int8)
+
+
+def rating_info(rating: np.ndarray, scale: tuple[float, float] | None = None) -> dict:
+    """What a simulation records about the rating it started from: its scale, the levels that
+    occur, and the label threshold (step 4) every split shares."""
+    rating = np.asarray(rating, dtype=float)
+    return {"rating_scale": list(scale) if scale else [float(rating.min()), float(rating.max())],
+            "rating_levels": sorted(float(v) for v in np.unique(rating)),
+            "label_threshold": threshold(rating)}
 
 
 def threshold(levels: np.ndarray) -> float:
