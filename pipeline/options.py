@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import inspect
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,6 +34,45 @@ METHOD_HELP = "; ".join(f"{kind}: {' | '.join(names)}" for kind, names in METHOD
 def method_option(help: str):
     """A repeatable ``--method`` (declare it ``Optional[List[MethodName]]``)."""
     return typer.Option(None, "--method", help=f"{help} ({METHOD_HELP})")
+
+
+FOLDER_FLAGS = (("dataset", Dataset), ("data_dir", DataDir), ("store_dir", StoreDir),
+                ("heads_dir", HeadsDir), ("reports_dir", ReportsDir))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the common flags give a command: the loaded settings and where they came from."""
+
+    params: Params
+    path: Path  # the settings file
+    flagged: bool  # a --dataset or folder flag replaced a setting
+
+    def error(self, exc: SettingError) -> RmpipeError:
+        return flag_error(self.path, exc)
+
+
+def with_common_flags(fn):
+    """Give a command ``fn(run: Run, **own_options)`` the common flags (``--params`` and the
+    folder overrides), declared here once: typer sees them in the command's signature, and the
+    command receives the loaded :class:`Run` instead."""
+    own = [p for name, p in inspect.signature(fn, eval_str=True).parameters.items() if name != "run"]
+    common = [inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_PARAMS,
+                                annotation=ParamsFile)]
+    common += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+               for name, kind in FOLDER_FLAGS]
+
+    @functools.wraps(fn)
+    def command(**options):
+        path = options.pop("params")
+        folders = {name: options.pop(name) for name, _ in FOLDER_FLAGS}
+        run = Run(load(path, **folders), path, any(v is not None for v in folders.values()))
+        return fn(run, **options)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
+    command.__signature__ = inspect.Signature(params, return_annotation=None)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def load(params: Path = DEFAULT_PARAMS, *, dataset: str | None = None, data_dir: Path | None = None,

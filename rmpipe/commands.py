@@ -9,46 +9,35 @@ from typing import Optional
 
 import typer
 
-from pipeline.config import DEFAULT_PARAMS
-from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, ReportsDir, StoreDir, load
+from pipeline.options import Progress, Run, with_common_flags
 
 
+@with_common_flags
 def score(
+    run: Run,
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     data: Path = typer.Option(..., help="pairs to score: parquet, jsonl or csv with prompt and response"),
     out: Optional[Path] = typer.Option(None, help="where to write rewards (default: <data minus its suffix>.rewards.parquet)"),
     progress: Progress = True,
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Score prompt-response pairs with a head: embed what the store lacks, then write rewards."""
     from rmpipe.score import score as run_score
 
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     written, n = run_score(p, head, data, out, progress=progress)
     typer.echo(f"scored {n} pairs -> {written}")
 
 
+@with_common_flags
 def export(
+    run: Run,
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     out: Path = typer.Option(..., help="the folder to write (must not exist, or be empty)"),
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Export a head and its backbone as a Hugging Face reward model (num_labels = 1)."""
     from rmpipe.export import REMOTE_FILE, export as run_export
 
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     done = run_export(p, head, out)
     if done.kind == "native":
         typer.echo(f"exported {done.folder} as {done.architecture} (num_labels=1, no remote "
@@ -60,7 +49,9 @@ def export(
                f"rows (config.json: mean, std)")
 
 
+@with_common_flags
 def serve(
+    run: Run,
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, help="TCP port"),
@@ -68,41 +59,29 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits for more requests"),
     max_request_pairs: int = typer.Option(1024, help="a request with more pairs is refused (413)"),
     max_body_mb: float = typer.Option(16.0, help="a larger request body is refused (413)"),
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Serve a head over HTTP: POST /rewards, POST /get_reward (OpenRLHF), GET /info, GET /health."""
     from rmpipe.serve import ServeSettings, serve as run_serve
 
     settings = ServeSettings(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_request_pairs=max_request_pairs, max_body_mb=max_body_mb)
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     run_serve(p, head, settings, log=typer.echo)
 
 
+@with_common_flags
 def rerank(
+    run: Run,
     head: Path = typer.Option(..., help="a head folder (cache/heads/<backbone>/<dataset>/<method>)"),
     data: Path = typer.Option(..., help="candidates: prompt, response, optional group_id (parquet, jsonl, jsonl.gz, csv)"),
     out: Optional[Path] = typer.Option(None, help="where to write: .parquet, .csv or .jsonl "
                                                   "(default: <data without its suffix>.reranked.parquet)"),
     progress: Progress = True,
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Best-of-N: order each group's candidates (group_id, else same prompt) by reward, mark the best."""
     from rmpipe.rerank import rerank as run_rerank
 
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     written, n, groups = run_rerank(p, head, data, out, progress=progress)
     typer.echo(f"reranked {n} candidates in {groups} groups -> {written}")
 

@@ -11,26 +11,21 @@ import typer
 
 from pipeline.config import DEFAULT_PARAMS
 from pipeline.errors import RmpipeError
-from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, Progress, ReportsDir, StoreDir, load
+from pipeline.options import ParamsFile, Progress, Run, StoreDir, load, with_common_flags
 
 
+@with_common_flags
 def embed(
+    run: Run,
     backbone: Optional[str] = typer.Option(None, help="Backbone name from params.yaml (default: each of embed.backbones)."),
     shard: Optional[str] = typer.Option(None, help="i/n: embed only the i-th of n hash-partitions (0-based)."),
     rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function; rebuild a lost or damaged manifest from the shards that pass their checks."),
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
     progress: Progress = True,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Embed the dataset's prompt-response pairs with a backbone into its store (only missing pairs)."""
     from stages.embed.run import embed as run_embed
 
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     for name in [backbone] if backbone else p.embed.backbones:
         typer.echo(run_embed(p, name, shard=shard, rebuild=rebuild, progress=progress).line())
 

@@ -70,6 +70,16 @@ NOTES = [("Maria", "the birthday flowers"), ("Tom", "helping me move"), ("my nei
 LEADS = ["", "", "", "Quick question: ", "For my homework, ", "I'm curious. ", "Hi! ", "Could you help? "]
 
 
+
+def _right_or_wrong(rng, table, questions, subject, answer, why) -> dict:
+    """A question about ``x`` from ``table``'s (x, right, wrong) rows, answered right and wrong
+    in the same sentence (``answer`` formats ``{x}``, ``{X}`` capitalised, and ``{what}``)."""
+    x, right, wrong = rng.choice(table)
+    q = rng.choice([t.format(x=x) for t in questions])
+    X = x[0].upper() + x[1:]
+    return dict(q=q, subject=subject, ans=answer.format(x=x, X=X, what=right), why=why,
+                wrong=answer.format(x=x, X=X, what=wrong))
+
 def _fact(rng: random.Random) -> dict:
     """One question with its correct answer, an explanation, a wrong answer and a subject."""
     kind = rng.randrange(10)
@@ -110,11 +120,9 @@ def _fact(rng: random.Random) -> dict:
                     why=f"Historians date {event} to {year}, and it is well documented.",
                     wrong=f"{event[0].upper() + event[1:]} happened in {year + rng.choice([-31, -12, 7, 25])}.")
     if kind == 5:
-        task, good, bad = rng.choice(CODE)
-        q = rng.choice([f"How do I {task} in Python?", f"What's the Python way to {task}?"])
-        return dict(q=q, subject="programming", ans=f"To {task} in Python, {good}.",
-                    why="That is the idiomatic approach and works on any recent Python version.",
-                    wrong=f"To {task} in Python, {bad}.")
+        return _right_or_wrong(rng, CODE, ["How do I {x} in Python?", "What's the Python way to {x}?"],
+                               "programming", "To {x} in Python, {what}.",
+                               "That is the idiomatic approach and works on any recent Python version.")
     if kind == 6:
         word, syn, ant = rng.choice(WORDS)
         q = rng.choice([f"What is a synonym for '{word}'?", f"Give me another word for '{word}'."])
@@ -122,17 +130,13 @@ def _fact(rng: random.Random) -> dict:
                     why=f"Both words describe the same idea; '{syn}' is a little stronger.",
                     wrong=f"A good synonym for '{word}' is '{ant}'.")
     if kind == 7:
-        goal, good, bad = rng.choice(ADVICE)
-        q = rng.choice([f"How can I {goal}?", f"Any tips to {goal}?", f"What should I do to {goal}?"])
-        return dict(q=q, subject="everyday advice", ans=f"To {goal}, {good}.",
-                    why="Small habits repeated daily make the biggest difference.",
-                    wrong=f"To {goal}, {bad}.")
+        return _right_or_wrong(rng, ADVICE, ["How can I {x}?", "Any tips to {x}?", "What should I do to {x}?"],
+                               "everyday advice", "To {x}, {what}.",
+                               "Small habits repeated daily make the biggest difference.")
     if kind == 8:
-        fact, good, bad = rng.choice(SCIENCE)
-        q = rng.choice([f"Why is it that {fact}?", f"Can you explain why {fact}?"])
-        return dict(q=q, subject="science", ans=f"{fact[0].upper() + fact[1:]} because {good}.",
-                    why="This is the standard explanation in physics and chemistry textbooks.",
-                    wrong=f"{fact[0].upper() + fact[1:]} because {bad}.")
+        return _right_or_wrong(rng, SCIENCE, ["Why is it that {x}?", "Can you explain why {x}?"],
+                               "science", "{X} because {what}.",
+                               "This is the standard explanation in physics and chemistry textbooks.")
     who, gift = rng.choice(NOTES)
     q = rng.choice([f"Write a short thank-you note to {who} for {gift}.", f"Help me thank {who} for {gift}."])
     return dict(q=q, subject="writing", ans=f"Dear {who}, thank you so much for {gift}. It meant a lot to me.",

@@ -8,9 +8,8 @@ from typing import List, Optional
 import typer
 
 from pipeline.checks import SettingError
-from pipeline.config import DEFAULT_PARAMS
 from pipeline.errors import RmpipeError
-from pipeline.options import DataDir, Dataset, HeadsDir, ParamsFile, ReportsDir, StoreDir, flag_error, load
+from pipeline.options import Run, with_common_flags
 
 
 def parse_source(spec: str, where: str = "--source") -> dict:
@@ -24,7 +23,9 @@ def parse_source(spec: str, where: str = "--source") -> dict:
     return {"kind": kind, "name": rest or None}
 
 
+@with_common_flags
 def prepare(
+    run: Run,
     source: Optional[str] = typer.Option(None, help="builtin | hub:<id> | shared:<set> | file:<path>"),
     path: Optional[str] = typer.Option(None, help="hub: local folder laid out like the hub repo; file: your logs"),
     config: Optional[str] = typer.Option(None, help="hub config name or data_dir"),
@@ -40,19 +41,12 @@ def prepare(
     split_seed: Optional[int] = typer.Option(None, help="split seed"),
     simulate: Optional[bool] = typer.Option(None, "--simulate/--no-simulate"),
     feedback: Optional[str] = typer.Option(None, help="explicit | implicit (clicks/copies: 1 acted, 0 not)"),
-    params: ParamsFile = DEFAULT_PARAMS,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    store_dir: StoreDir = None,
-    heads_dir: HeadsDir = None,
-    reports_dir: ReportsDir = None,
 ) -> None:
     """Turn a source into the feedback table (data/prepared/<dataset>/feedback.parquet),
     simulating observational feedback as METHOD.md describes unless the source has logs."""
     from stages.prepare.run import prepare as run_prepare, summary
 
-    p = load(params, dataset=dataset, data_dir=data_dir, store_dir=store_dir, heads_dir=heads_dir,
-             reports_dir=reports_dir)
+    p = run.params
     pp = p.prepare
     src = dict(parse_source(source) if source else {})
     for key, value in (("path", path), ("config", config), ("split", split), ("rows", rows)):
@@ -80,10 +74,10 @@ def prepare(
                                  simulate=dataclasses.replace(pp.simulate, **sim),
                                  split=dataclasses.replace(pp.split, **spl), **kind)
     except SettingError as exc:
-        raise flag_error(params, exc) from None
+        raise run.error(exc) from None
     p = dataclasses.replace(p, prepare=pp)
-    flagged = bool(src or sim or spl or dataset or data_dir or kind)
-    result = run_prepare(p, where=f"{params}{' + flags' if flagged else ''}")
+    flagged = bool(src or sim or spl or run.flagged or kind)
+    result = run_prepare(p, where=f"{run.path}{' + flags' if flagged else ''}")
     for hint in result.report.get("hints", ()):
         typer.echo(f"rmpipe: hint: {hint}", err=True)
     typer.echo(summary(result))
