@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.stages.embed.embed_helpers import make_pairs, write_feedback, write_params
+from tests.stages.embed.embed_helpers import (all_ids, make_pairs, reference_embeddings, slow_commits, write_feedback,
+                                              write_params)
 from typer.testing import CliRunner
 
 from pipeline.config import load_params
 from pipeline.errors import RmpipeError
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import read_table
 from rmpipe.cli import app
 from stages.embed.run import embed
 
@@ -45,10 +45,6 @@ def run_py(code: str, *args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, **kwargs)
-
-
-def all_ids(params) -> list[str]:
-    return read_table(params.table_path)["pair_id"].unique(maintain_order=True).to_list()
 
 
 @contextlib.contextmanager
@@ -80,12 +76,7 @@ def project(tmp_path, tiny_llama_dir) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_llama_dir):
     """The 60 pairs' embeddings from one uninterrupted single writer."""
-    root = tmp_path_factory.mktemp("reference")
-    write_feedback(root / "data" / "t" / "feedback.parquet", make_pairs(60))
-    params = load_params(write_params(root, tiny_llama_dir, commit_rows=1000))
-    embed(params, "tiny", progress=False)
-    ids = all_ids(params)
-    return dict(zip(ids, EmbeddingStore(params.store_path("tiny")).read(ids)))
+    return reference_embeddings(tmp_path_factory.mktemp("reference"), tiny_llama_dir)
 
 
 def assert_same_as_reference(params, reference):
@@ -187,16 +178,9 @@ def test_embed_rebuild_recovers_a_truncated_manifest_instead_of_recomputing(proj
 # --- two writers ----------------------------------------------------------------------------
 # A run that waits for a go file, so two runs really start together, and whose commits are
 # slowed down, so they overlap for several chunks.
-RACE = """
+RACE = slow_commits(0.3) + textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from pipeline import store
-    append = store.EmbeddingStore.append
-    def slow_append(self, *args, **kwargs):
-        written = append(self, *args, **kwargs)
-        time.sleep(0.3)
-        return written
-    store.EmbeddingStore.append = slow_append
     from pipeline.config import load_params
     from stages.embed.run import embed
     params = load_params(sys.argv[1])
@@ -204,7 +188,7 @@ RACE = """
     while not Path(sys.argv[3]).exists():
         time.sleep(0.01)
     print(json.dumps(embed(params, "tiny", progress=False).to_dict()))
-"""
+""")
 
 
 @pytest.mark.slow
@@ -230,19 +214,12 @@ def test_two_writers_split_the_pairs_and_count_honestly(project, reference, tmp_
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------
-SLOW_CLI = """
-    import sys, time
-    from pipeline import store
-    append = store.EmbeddingStore.append
-    def slow_append(self, *args, **kwargs):
-        written = append(self, *args, **kwargs)
-        time.sleep(0.5)
-        return written
-    store.EmbeddingStore.append = slow_append
+SLOW_CLI = slow_commits(0.5) + textwrap.dedent("""
+    import sys
     from rmpipe.cli import app
     sys.argv = ["rmpipe", "embed", "--backbone", "tiny", "--params", sys.argv[1]]
     app()
-"""
+""")
 
 
 @pytest.mark.slow

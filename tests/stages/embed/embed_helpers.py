@@ -8,7 +8,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.table import canonical_prompt, make_pair_id, write_table
+from pipeline.config import load_params
+from pipeline.store import EmbeddingStore
+from pipeline.table import canonical_prompt, make_pair_id, read_table, write_table
+from stages.embed.run import embed
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] "
                  "{% endfor %}")
@@ -74,3 +77,33 @@ def write_params(root: Path, model: Path | str, *, pooling: str = "last", chat: 
             device: cpu
         """))
     return path
+
+
+def all_ids(params) -> list[str]:
+    """The table's pair ids, each once, in table order."""
+    return read_table(params.table_path)["pair_id"].unique(maintain_order=True).to_list()
+
+
+def reference_embeddings(root: Path, model: Path | str, n: int = 60) -> dict:
+    """``make_pairs(n)``'s embeddings from one uninterrupted single writer in a project at
+    ``root``: what an interrupted, raced or repaired store must end up holding."""
+    write_feedback(root / "data" / "t" / "feedback.parquet", make_pairs(n))
+    params = load_params(write_params(root, model, commit_rows=1000))
+    embed(params, "tiny", progress=False)
+    ids = all_ids(params)
+    return dict(zip(ids, EmbeddingStore(params.store_path("tiny")).read(ids)))
+
+
+def slow_commits(seconds: float) -> str:
+    """Python source that slows every store commit by ``seconds``: prefixed to a run in a
+    subprocess, so a test can kill it, or race a second one, mid-way."""
+    return textwrap.dedent(f"""
+        import time
+        from pipeline import store
+        _append = store.EmbeddingStore.append
+        def _slow_append(self, *args, **kwargs):
+            written = _append(self, *args, **kwargs)
+            time.sleep({float(seconds)!r})
+            return written
+        store.EmbeddingStore.append = _slow_append
+    """)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.stages.embed.embed_helpers import make_pairs, write_feedback, write_params
+from tests.stages.embed.embed_helpers import (all_ids, make_pairs, reference_embeddings, slow_commits, write_feedback,
+                                              write_params)
 
 from pipeline.config import load_params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
-from pipeline.table import read_table
 from stages.embed.run import embed, in_shard, parse_shard
 
 pytestmark = pytest.mark.slow  # each test embeds a table with the tiny Llama
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.slow  # each test embeds a table with the tiny Llama
 REPO = Path(__file__).resolve().parents[3]
 # A run whose commits are slowed down, so a test can kill it, or race a second one, mid-way.
 SLOW_RUN = textwrap.dedent("""
-    import sys, time
-    from pipeline import store
-    append = store.EmbeddingStore.append
-    def slow_append(self, *args, **kwargs):
-        written = append(self, *args, **kwargs)
-        time.sleep(float(sys.argv[2]))
-        return written
-    store.EmbeddingStore.append = slow_append
+    import sys
     from pipeline.config import load_params
     from stages.embed.run import embed
     print(embed(load_params(sys.argv[1]), "tiny", progress=False).line())
@@ -39,12 +32,8 @@ SLOW_RUN = textwrap.dedent("""
 
 
 def start_slow_run(params_path: Path, sleep: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(params_path), str(sleep)],
+    return subprocess.Popen([sys.executable, "-c", slow_commits(sleep) + SLOW_RUN, str(params_path)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def all_ids(params) -> list[str]:
-    return read_table(params.table_path)["pair_id"].unique(maintain_order=True).to_list()
 
 
 def stored_ids(store: EmbeddingStore) -> list[str]:
@@ -54,12 +43,7 @@ def stored_ids(store: EmbeddingStore) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_llama_dir):
     """Embeddings of the same 60 pairs from one uninterrupted run in a separate project."""
-    root = tmp_path_factory.mktemp("reference")
-    write_feedback(root / "data" / "t" / "feedback.parquet", make_pairs(60))
-    params = load_params(write_params(root, tiny_llama_dir, commit_rows=1000))
-    embed(params, "tiny", progress=False)
-    ids = all_ids(params)
-    return dict(zip(ids, EmbeddingStore(params.store_path("tiny")).read(ids)))
+    return reference_embeddings(tmp_path_factory.mktemp("reference"), tiny_llama_dir)
 
 
 def test_second_run_embeds_nothing(llama_params):
