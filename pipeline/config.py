@@ -323,6 +323,12 @@ class FitParams:
 
     section: ClassVar[str] = "fit"
 
+    @property
+    def row_columns(self) -> tuple[str, ...]:
+        """Table columns beside the contract that the nuisance models read (propensity
+        covariates, SAR-EM's propensity columns): prepare keeps them, fit passes them on."""
+        return tuple(dict.fromkeys((*self.propensity.covariates, *self.pu.propensity_columns)))
+
     def __post_init__(self):
         check.each_one_of(self, "methods", METHOD_NAMES)
 

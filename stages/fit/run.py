@@ -51,8 +51,7 @@ def load_inputs(params: Params, backbone: str):
     store = EmbeddingStore(params.store_path(backbone))
     ids = df["pair_id"].to_list()
     X = store.read(ids)
-    wanted = (*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)
-    columns = {c: df[c].to_numpy() for c in wanted if c in df.columns}
+    columns = {c: df[c].to_numpy() for c in params.fit.row_columns if c in df.columns}
     logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),
                      feedback=df["feedback"].fill_null(0).to_numpy(), columns=columns,

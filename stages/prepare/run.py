@@ -40,8 +40,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     pp = params.prepare
     sim = Simulator(pp.simulate)
     fractions = pp.split.fractions
-    keep = tuple(dict.fromkeys((*params.fit.propensity.covariates, *params.fit.pu.propensity_columns)))
-    loaded = load_source(pp.source, where, keep, pp.feedback)
+    loaded = load_source(pp.source, where, params.fit.row_columns, pp.feedback)
     df, dropped = loaded.frame, dict(loaded.dropped)
     if df.height == 0:
         raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")
