@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def run_draw(draw: Draw, fp: FitParams, methods, *, estimated: bool, oracle: boo
     from stages.fit.methods import get_method
     from stages.fit.noise import anchor_rates
 
-    data = FitInputs(draw.X, draw.split, draw.observed, draw.feedback, where="bench")
+    data = FitInputs(draw.X, draw.split, draw.observed, draw.feedback, columns=draw.columns, where="bench")
     ms = [get_method(m) for m in methods]
     nuisance = fit_nuisance(data, fp, ms)
     tr = data.train
@@ -190,8 +191,16 @@ def load_embeddings(params: Params, backbone: str, datasets, columns=None) -> tu
     frames = {d: build(shared_params(params, d, 0.5, RHOS[0], 0, columns), where=f"bench:{d}")[0] for d in datasets}
     pairs = pl.concat([f.select("pair_id", "prompt", "response") for f in frames.values()]).unique(
         subset="pair_id", keep="first", maintain_order=True)
-    t0 = time.perf_counter()
-    summary = embed(params, backbone, table=pairs, progress=True)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    t0, fit_threads = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # the forward passes use every core; the small fits run on --threads
+    try:
+        with threadpool_limits(os.cpu_count() or 1):
+            summary = embed(params, backbone, table=pairs, progress=True)
+    finally:
+        torch.set_num_threads(fit_threads)
     log(f"  {summary.line()} ({time.perf_counter() - t0:.0f} s)")
     ids = pairs["pair_id"].to_list()
     X = EmbeddingStore(params.store_path(backbone)).read(ids)

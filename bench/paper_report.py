@@ -225,31 +225,48 @@ def _word(p) -> str:
 
 def trust_flag(records: list[dict], settings) -> list[str]:
     """How well ``rmpipe fit``'s propensity-trust flag (computed without clean labels) separates
-    the draws where causalrm beat naive on R² (true rates) from those where it did not."""
+    the draws where causalrm beat naive on R² (true rates) from those where it did not; and, where
+    the draw also fit ``causalrm_true_p``, the claim the flag itself makes: that p̂ misses a
+    correction the true propensity would make (causalrm_true_p beats causalrm on R²)."""
     by = {_setting(_job(r)): [] for r in records}
     for rec in records:
         fits = {f["method"]: f for f in rec["fits"] if f["rates"] == "true"}
         if "trust_flag" in rec["diag"] and "causalrm" in fits and "naive" in fits:
-            by[_setting(_job(rec))].append((rec["diag"]["trust_flag"], fits["causalrm"]["r2"] > fits["naive"]["r2"]))
-    rows, cells = [], defaultdict(int)
+            missed = (fits["causalrm_true_p"]["r2"] > fits["causalrm"]["r2"]) if "causalrm_true_p" in fits else None
+            by[_setting(_job(rec))].append((rec["diag"]["trust_flag"], fits["causalrm"]["r2"] > fits["naive"]["r2"], missed))
+    rows, cells, claim = [], defaultdict(int), defaultdict(int)
     for s in settings:
-        pairs = by.get(s, [])
-        if not pairs:
+        draws = by.get(s, [])
+        if not draws:
             continue
-        flagged = sum(f for f, _ in pairs)
-        won = sum(w for _, w in pairs)
-        for f, w in pairs:
+        flagged = sum(f for f, _, _ in draws)
+        won = sum(w for _, w, _ in draws)
+        with_p = [m for _, _, m in draws if m is not None]
+        for f, w, m in draws:
             cells[(f, w)] += 1
-        rows.append(f"| {_title(s)} ({s[4]}) | {flagged}/{len(pairs)} | {won}/{len(pairs)} |")
+            if m is not None:
+                claim[(f, m)] += 1
+        missed = f"{sum(with_p)}/{len(with_p)}" if with_p else "–"
+        rows.append(f"| {_title(s)} ({s[4]}) | {flagged}/{len(draws)} | {won}/{len(draws)} | {missed} |")
     n = sum(cells.values())
     if not n:
         return ["No draw recorded the flag.", ""]
     right = cells[(True, False)] + cells[(False, True)]
-    return ["| setting | draws flagged | draws where causalrm beat naive (R²) |", "|---|---|---|", *rows, "",
-            f"Over {n} draws: flagged and lost {cells[(True, False)]}, flagged but won {cells[(True, True)]}, "
-            f"not flagged and won {cells[(False, True)]}, not flagged but lost {cells[(False, False)]}: the flag "
-            f"agrees with the outcome in **{right}/{n} = {right / n:.0%}** of draws (a flag is right when "
-            f"causalrm then does not beat naive).", ""]
+    out = ["| setting | draws flagged | draws where causalrm beat naive (R²) "
+           "| draws where the true propensity beat p̂ (causalrm_true_p > causalrm, R²) |",
+           "|---|---|---|---|", *rows, "",
+           f"Over {n} draws: flagged and lost {cells[(True, False)]}, flagged but won {cells[(True, True)]}, "
+           f"not flagged and won {cells[(False, True)]}, not flagged but lost {cells[(False, False)]}: the flag "
+           f"agrees with the outcome in **{right}/{n} = {right / n:.0%}** of draws (a flag is right when "
+           f"causalrm then does not beat naive)."]
+    m = sum(claim.values())
+    if m:
+        hit = claim[(True, True)] + claim[(False, False)]
+        out.append(f"Against its own claim (p̂ misses what the true propensity corrects), over {m} draws: "
+                   f"flagged and missed {claim[(True, True)]}, flagged but p̂ was as good {claim[(True, False)]}, "
+                   f"not flagged and p̂ as good {claim[(False, False)]}, not flagged but missed "
+                   f"{claim[(False, True)]}: **{hit}/{m} = {hit / m:.0%}**.")
+    return [*out, ""]
 
 
 def figure(res: Results, path: Path) -> None:

@@ -16,7 +16,7 @@ so the simulation is exactly the pipeline's; the worlds follow METHOD.md's proto
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -47,14 +47,16 @@ class Draw:
     realised: dict  # realised observation and flip rates on the train split
     propensity_true: np.ndarray | None = None  # train and val rows
     group_test: list | None = None  # the test rows' prompts: best-of-N and NDCG rank within them
+    columns: dict = field(default_factory=dict)  # covariate columns of the train and val rows
 
     @property
     def train(self) -> np.ndarray:
         return self.split == "train"
 
 
-def _from_frame(df: pl.DataFrame, X_of: dict[str, int], X_all: np.ndarray) -> Draw:
-    """A prepared feedback table (with clean labels) and the backbone's embeddings -> a Draw."""
+def _from_frame(df: pl.DataFrame, X_of: dict[str, int], X_all: np.ndarray, covariates=()) -> Draw:
+    """A prepared feedback table (with clean labels) and the backbone's embeddings -> a Draw,
+    carrying the ``covariates`` columns the table has (the propensity model may read them)."""
     fit = df.filter(pl.col("split") != "test")
     test = df.filter(pl.col("split") == "test")
     rows = np.array([X_of[p] for p in fit["pair_id"].to_list()])
@@ -70,7 +72,8 @@ def _from_frame(df: pl.DataFrame, X_of: dict[str, int], X_all: np.ndarray) -> Dr
                 rating_test=test["rating"].to_numpy(), comparison_test=test["comparison_id"].to_list(),
                 realised=realised_rates(observed[tr], feedback[tr], label[tr],
                                         None if p_true is None else p_true[tr]),
-                propensity_true=p_true, group_test=test["group_id"].to_list())
+                propensity_true=p_true, group_test=test["group_id"].to_list(),
+                columns={c: fit[c].to_numpy() for c in covariates if c in fit.columns})
 
 
 def source_of(dataset: str, columns: dict[str, str] | None = None) -> SourceParams:
@@ -97,7 +100,7 @@ def shared_draw(base: Params, dataset: str, alpha: float, rho: tuple[float, floa
                 X_of: dict[str, int], X_all: np.ndarray, columns: dict[str, str] | None = None) -> Draw:
     """A real data set through the pipeline's own prepare stage, in memory."""
     df, _ = build(shared_params(base, dataset, alpha, rho, seed, columns), where=f"bench:{dataset}")
-    return _from_frame(df, X_of, X_all)
+    return _from_frame(df, X_of, X_all, base.fit.row_columns)
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,8 @@ def _grade(value) -> float | None:
 def arena_bench(root: Path) -> Loaded:
     """arena-bench-v1: 300 Chatbot Arena prompts x 15 models, each answer graded 1-10 by GPT-4
     against a reference. Answers joined to judgments on (question_id, model); answers without
-    a parsable grade, empty answers and prompts are dropped and counted."""
+    a parsable grade, empty answers and prompts are dropped and counted. ``policy`` names the
+    model that answered: what a serving log records, and a propensity covariate."""
     base = root / "arena-bench-v1"
     prompts = {q["question_id"]: q["turns"][0] for q in _jsonl_gz(base / "question.jsonl.gz")}
     grades = {}
@@ -170,7 +171,7 @@ def arena_bench(root: Path) -> Loaded:
                 drops.add("empty response")
             else:
                 rows.append({"prompt": prompt, "response": answer, "rating": grade,
-                             "comparison_id": None})
+                             "comparison_id": None, "policy": rec["model_id"]})
     return Loaded(frame(rows), "shared:arena-bench-v1 (300 Arena prompts x 15 models, GPT-4 "
                   "grades 1-10)", "Apache-2.0 (lmarena/arena-hard-auto)", (1.0, 10.0),
                   "rating = GPT-4's 1-10 grade against a GPT-4 reference (an AI rating)",
@@ -191,7 +192,7 @@ def wmt_mqm(root: Path) -> Loaded:
     """WMT21 MQM, TED talks en->de: 529 segments x 14 translations (13 systems and the human
     reference), rating = the raters' mean MQM score (0 perfect, down to -25; higher is better,
     so used as is). Texts come from the error-span file with the ``<v>`` marks stripped;
-    unrated segments are dropped and counted."""
+    unrated segments are dropped and counted. ``policy`` names the system that translated."""
     base = root / "wmt-mqm-ted-ende"
     texts: dict[tuple[str, str], tuple[str, str]] = {}
     for line in _tsv_lines(base / "mqm_ted_ende.tsv.gz"):
@@ -213,7 +214,7 @@ def wmt_mqm(root: Path) -> Loaded:
             drops.add("empty source or translation")
             continue
         rows.append({"prompt": f"Translate to German: {source}", "response": target,
-                     "rating": float(score), "comparison_id": None})
+                     "rating": float(score), "comparison_id": None, "policy": system})
     return Loaded(frame(rows), "shared:wmt-mqm-ted-ende (WMT21 MQM, TED en->de, 14 translations "
                   "per segment)", "Apache-2.0 (google/wmt-mqm-human-evaluation)", (-25.0, 0.0),
                   "rating = mean MQM score of professional raters (0 = no errors; higher is better)",

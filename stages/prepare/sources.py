@@ -75,11 +75,13 @@ class Drops(Counter):
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:
-    """Rows (prompt, response, rating, comparison_id[, source_split]) -> a frame with group_id."""
+    """Rows (prompt, response, rating, comparison_id[, source_split][, text columns such as
+    ``policy``]) -> a frame with group_id. Extra keys become string columns the table keeps
+    (a log's covariates: ``fit.propensity.covariates`` may name them)."""
     schema = {"prompt": pl.String, "response": pl.String, "rating": pl.Float64,
               "comparison_id": pl.String}
-    if rows and "source_split" in rows[0]:
-        schema["source_split"] = pl.String
+    for key in (rows[0] if rows else {}):
+        schema.setdefault(key, pl.String)
     df = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     return df.with_columns(
         pl.col("prompt").map_elements(group_key, return_dtype=pl.String).alias("group_id"))

@@ -50,6 +50,24 @@ def test_trust_flag_agreement_counts_draws():
         records.append({"job": job, "fits": fits, "diag": {"trust_flag": flag}})
     res = Results(records)
     text = "\n".join(trust_flag(records, res.settings))
-    assert "| d / b (0.1/0.2) | 3/5 | 2/5 |" in text
+    assert "| d / b (0.1/0.2) | 3/5 | 2/5 | – |" in text
     assert "flagged and lost 2, flagged but won 1, not flagged and won 1, not flagged but lost 1" in text
     assert "3/5 = 60%" in text
+    assert "own claim" not in text  # no draw fit causalrm_true_p
+
+
+def test_trust_flag_is_also_scored_against_the_true_propensity():
+    from bench.paper_report import trust_flag
+
+    records = []
+    # (flag, did the true propensity beat p̂): right, right, wrong, right
+    for seed, (flag, missed) in enumerate([(True, True), (True, True), (True, False), (False, False)]):
+        job = dict(part="main", world="real", dataset="d", backbone="b", rho=[0.1, 0.2], alpha=0.5, seed=seed)
+        fits = [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=-0.1),
+                dict(method="causalrm_true_p", rates="true", r2=0.2 if missed else -0.2)]
+        records.append({"job": job, "fits": fits, "diag": {"trust_flag": flag}})
+    res = Results(records)
+    text = "\n".join(trust_flag(records, res.settings))
+    assert "| d / b (0.1/0.2) | 3/4 | 0/4 | 2/4 |" in text
+    assert "flagged and missed 2, flagged but p̂ was as good 1, not flagged and p̂ as good 1, not flagged but missed 0" in text
+    assert "**3/4 = 75%**" in text

@@ -35,6 +35,11 @@ def test_arena_bench_joins_answers_to_grades():
     qid, answer = next((q, a) for q, a in answers.items() if grades.get(q) is not None and a.strip())
     row = df.filter(pl.col("response") == answer)
     assert row.height >= 1 and row["rating"][0] == float(grades[qid])
+    assert row["policy"][0] == "gpt-4-1106-preview"
+    # policy: the model that answered, what a serving log records (a propensity covariate)
+    per_model = df.group_by("policy").agg(pl.col("rating").mean()).sort("rating")
+    assert per_model.height == 15
+    assert per_model["policy"][0] == "llama-13b" and per_model["policy"][-1] == "gpt-4-1106-preview"
 
 
 @needs_shared
@@ -53,3 +58,5 @@ def test_wmt_mqm_one_row_per_rated_translation():
     # the human reference is present under the scores file's name
     first = df.filter(pl.col("prompt").str.contains("consider for a second the very simple fact"))
     assert first.height == 14
+    assert first["policy"].n_unique() == 14 and "ref-A" in first["policy"].to_list()
+    assert df["policy"].value_counts()["count"].to_list() == [529] * 14
