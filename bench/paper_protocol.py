@@ -145,6 +145,39 @@ def run_draw(draw: Draw, fp: FitParams, methods, *, estimated: bool, oracle: boo
     return fits, diag
 
 
+def _agree(a, b) -> bool:
+    """Settings agree where both name them: a field added since an older run is no difference."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_agree(a[k], b[k]) for k in a.keys() & b.keys())
+    return a == b
+
+
+def merge_runs(folders: list[Path]) -> tuple[dict, list[dict]]:
+    """Several runs' ``paper_protocol.json`` as one: the records concatenated, the meta summed.
+    Runs fitted under other settings, or a draw fitted twice, would make one table of two
+    experiments, so either is refused naming the folder."""
+    metas, records, seen = [], [], {}
+    for folder in folders:
+        path = folder / "paper_protocol.json"
+        if not path.exists():
+            raise RmpipeError(f"{path}: no such file (run the benchmark with --out {folder} first)")
+        saved = json.loads(path.read_text())
+        if metas and not _agree(saved["meta"]["settings"], metas[0]["settings"]):
+            raise RmpipeError(f"{path}: fitted under other settings than {folders[0]} (fit params, epochs "
+                              f"or methods differ): one table cannot hold both")
+        for rec in saved["records"]:
+            key = job_key(rec["job"])
+            if key in seen:
+                raise RmpipeError(f"{path}: draw {key} is also in {seen[key]}")
+            seen[key] = folder
+            records.append(rec)
+        metas.append(saved["meta"])
+    meta = {**metas[0], "command": " + ".join(m["command"] for m in metas),
+            "wall_seconds": sum(m["wall_seconds"] for m in metas), "draws": len(records),
+            **{k: sorted({x for m in metas for x in m[k]}, key=str) for k in ("seeds", "alphas", "backbones", "datasets")}}
+    return meta, records
+
+
 # --- the plan ------------------------------------------------------------------------------
 def plan(args) -> list[dict]:
     """Every draw to fit, in order: (part, world, dataset, backbone, rho, alpha, seed)."""
@@ -234,6 +267,9 @@ def parse(argv=None):
     ap.add_argument("--out", default=None, help="output folder (default reports/bench/{full,quick})")
     ap.add_argument("--resume", action="store_true", help="reuse draws already in <out>/records.jsonl")
     ap.add_argument("--report-only", action="store_true", help="rewrite the tables and figure from <out>/paper_protocol.json")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                    help="one report in --out from several runs' folders (e.g. one per backbone); "
+                         "their settings must agree and no draw may repeat")
     args = ap.parse_args(argv)
     for d in args.data:
         if not d.startswith("file:"):
@@ -262,6 +298,16 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     args = parse(argv)
+    if args.merge:
+        try:
+            meta, records = merge_runs(args.merge)
+        except RmpipeError as exc:
+            print(f"paper_protocol: {exc}", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "paper_protocol.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+        log(f"merged {len(records)} draws from {len(args.merge)} runs: {report.write(records, meta, args.out)}")
+        return 0
     if args.report_only:
         saved = json.loads((args.out / "paper_protocol.json").read_text())
         log(f"rewrote {report.write(saved['records'], saved['meta'], args.out)}")

@@ -71,3 +71,41 @@ def test_trust_flag_is_also_scored_against_the_true_propensity():
     assert "| d / b (0.1/0.2) | 3/4 | 0/4 | 2/4 |" in text
     assert "flagged and missed 2, flagged but p̂ was as good 1, not flagged and p̂ as good 1, not flagged but missed 0" in text
     assert "**3/4 = 75%**" in text
+
+
+def _run(folder, seeds, settings, backbone="minilm"):
+    import json
+
+    records = [{"job": dict(part="main", world="real", dataset="d", backbone=backbone, rho=[0.1, 0.2], alpha=0.5,
+                            seed=s), "settings": settings,
+                "fits": [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=0.1)],
+                "diag": {}} for s in seeds]
+    meta = {"command": f"run {folder.name}", "wall_seconds": 60.0, "draws": len(records), "settings": settings,
+            "seeds": list(seeds), "alphas": [0.5], "backbones": [backbone], "datasets": ["d"]}
+    folder.mkdir()
+    (folder / "paper_protocol.json").write_text(json.dumps({"meta": meta, "records": records}))
+    return folder
+
+
+def test_merge_joins_runs_and_refuses_what_would_mix_two_experiments(tmp_path):
+    import pytest
+
+    from bench.paper_protocol import merge_runs
+    from pipeline.errors import RmpipeError
+
+    old = {"max_epochs": 60, "fit": {"propensity": {"model": "logistic"}}}
+    new = {"max_epochs": 60, "fit": {"propensity": {"model": "logistic"}, "pu": {"propensity_columns": []}}}
+    a = _run(tmp_path / "a", [0, 1], old)
+    b = _run(tmp_path / "b", [0, 1], new, backbone="smollm2")  # a field added since run a: no difference
+    meta, records = merge_runs([a, b])
+    assert len(records) == 4 and meta["draws"] == 4 and meta["wall_seconds"] == 120.0
+    assert meta["backbones"] == ["minilm", "smollm2"] and meta["command"] == "run a + run b"
+
+    c = _run(tmp_path / "c", [1, 2], old)  # seed 1 on minilm is also in a
+    with pytest.raises(RmpipeError, match=r"c/paper_protocol.json: draw .*\"seed\": 1.* is also in"):
+        merge_runs([a, c])
+    d = _run(tmp_path / "d", [5], {"max_epochs": 60, "fit": {"propensity": {"model": "lightgbm"}}})
+    with pytest.raises(RmpipeError, match="d/paper_protocol.json: fitted under other settings"):
+        merge_runs([a, d])
+    with pytest.raises(RmpipeError, match="no such file"):
+        merge_runs([a, tmp_path / "missing"])
