@@ -131,6 +131,7 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
         if not isinstance(rec, dict):
             raise RmpipeError(f"{at} (line {i + 1}): expected a JSON object per line")
         for key, value in rec.items():
+            _check_turns(value, f"{at}, column {key}")
             kind = _kind(value)
             first = kinds.setdefault(key, (kind, len(records))) if kind else None
             if first and first[0] != kind:
@@ -150,6 +151,18 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
         raise
     except Exception as exc:
         raise RmpipeError(f"{path}: a column mixes types ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _check_turns(value, where: str) -> None:
+    """A chat turn's role and content must be text, checked before the frame is built: polars
+    would turn a number among texts into text (``5`` -> ``"5"``) and the row would pass."""
+    if not isinstance(value, list):
+        return
+    for j, turn in enumerate(value):
+        for key in ("role", "content"):
+            got = turn.get(key) if isinstance(turn, dict) else None
+            if got is not None and not isinstance(got, str):
+                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} (a {_kind(got).removeprefix('a ')})")
 
 
 def _kind(value) -> str | None:
