@@ -40,6 +40,7 @@ from pipeline.heads import load_head, sigmoid
 from pipeline.store import MANIFEST, EmbeddingStore
 from pipeline.table import make_pair_id
 from rmpipe.protocol import END_MARKERS, BadRequest, native_pairs, openrlhf_pairs
+from stages.embed import backbones
 from stages.embed.run import Embedder
 
 RECENT = 65_536  # new pairs whose logits the server remembers
@@ -79,12 +80,10 @@ class RewardModel:
     def __init__(self, params: Params, head_dir: str | Path):
         self.head = load_head(head_dir)
         backbone = self.head.backbone
+        # the key before the weights: a GGUF backbone is dequantised only for a head that fits it
+        self.head.check_key(backbones.store_key(params.backbone(backbone), backbone),
+                            f"params (backbones.{backbone})")
         self.embedder = Embedder(params, backbone)  # resolves the weights; loads nothing yet
-        if self.embedder.spec_hash != self.head.spec_hash:
-            raise RmpipeError(
-                f"head {self.head.folder} was trained on embedding spec {self.head.spec_hash}, "
-                f"but params' backbones.{backbone} now gives {self.embedder.spec_hash}; new pairs "
-                f"would be embedded by another function: use the params it was trained with")
         root = params.store_path(backbone)
         self.store_root = root
         self.stored: dict[str, float] = {}
