@@ -40,16 +40,25 @@ def test_mae_gain_is_signed_so_lower_error_wins():
     assert "beats on MAE" in line and "loses to on best-of-N pick" in line
 
 
-def test_trust_flag_agreement_counts_draws():
+def _flag_report(draws) -> str:
+    """The flag table of one setting's draws, each (flag, causalrm R², causalrm_true_p R² or None)
+    against naive at R² 0."""
     from bench.paper_report import trust_flag
 
     records = []
-    for seed, (flag, won) in enumerate([(True, False), (True, False), (True, True), (False, True), (False, False)]):
+    for seed, (flag, r2, r2_true_p) in enumerate(draws):
         job = dict(part="main", world="real", dataset="d", backbone="b", rho=[0.1, 0.2], alpha=0.5, seed=seed)
-        fits = [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=0.1 if won else -0.1)]
+        fits = [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=r2)]
+        if r2_true_p is not None:
+            fits.append(dict(method="causalrm_true_p", rates="true", r2=r2_true_p))
         records.append({"job": job, "fits": fits, "diag": {"trust_flag": flag}})
-    res = Results(records)
-    text = "\n".join(trust_flag(records, res.settings))
+    return "\n".join(trust_flag(records, Results(records).settings))
+
+
+def test_trust_flag_agreement_counts_draws():
+    # (flag, did causalrm beat naive)
+    text = _flag_report([(f, 0.1 if won else -0.1, None) for f, won in
+                         [(True, False), (True, False), (True, True), (False, True), (False, False)]])
     assert "| d / b (0.1/0.2) | 3/5 | 2/5 | – |" in text
     assert "flagged and lost 2, flagged but won 1, not flagged and won 1, not flagged but lost 1" in text
     assert "3/5 = 60%" in text
@@ -57,17 +66,9 @@ def test_trust_flag_agreement_counts_draws():
 
 
 def test_trust_flag_is_also_scored_against_the_true_propensity():
-    from bench.paper_report import trust_flag
-
-    records = []
     # (flag, did the true propensity beat p̂): right, right, wrong, right
-    for seed, (flag, missed) in enumerate([(True, True), (True, True), (True, False), (False, False)]):
-        job = dict(part="main", world="real", dataset="d", backbone="b", rho=[0.1, 0.2], alpha=0.5, seed=seed)
-        fits = [dict(method="naive", rates="true", r2=0.0), dict(method="causalrm", rates="true", r2=-0.1),
-                dict(method="causalrm_true_p", rates="true", r2=0.2 if missed else -0.2)]
-        records.append({"job": job, "fits": fits, "diag": {"trust_flag": flag}})
-    res = Results(records)
-    text = "\n".join(trust_flag(records, res.settings))
+    text = _flag_report([(f, -0.1, 0.2 if missed else -0.2) for f, missed in
+                         [(True, True), (True, True), (True, False), (False, False)]])
     assert "| d / b (0.1/0.2) | 3/4 | 0/4 | 2/4 |" in text
     assert "flagged and missed 2, flagged but p̂ was as good 1, not flagged and p̂ as good 1, not flagged but missed 0" in text
     assert "**3/4 = 75%**" in text
