@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import polars as pl
 
 from pipeline.errors import RmpipeError
-from pipeline.table import _refuse_rows, canonical_prompt
+from pipeline.table import _refuse_rows, canonical_prompt, kind_of, turn_problem
 
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".csv")
 TEXT = ("prompt", "response")
@@ -132,7 +132,7 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
             raise RmpipeError(f"{at} (line {i + 1}): expected a JSON object per line")
         for key, value in rec.items():
             _check_turns(value, f"{at}, column {key}")
-            kind = _kind(value)
+            kind = kind_of(value)
             first = kinds.setdefault(key, (kind, len(records))) if kind else None
             if first and first[0] != kind:
                 raise RmpipeError(f"{at}, column {key}: {kind}, but row {first[1]} holds {first[0]} "
@@ -155,26 +155,15 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
 
 def _check_turns(value, where: str) -> None:
     """A chat turn's role and content must be text, checked before the frame is built: polars
-    would turn a number among texts into text (``5`` -> ``"5"``) and the row would pass."""
+    would turn a number among texts into text (``5`` -> ``"5"``) and the row would pass. A
+    missing one is left to :func:`canonical_prompt`, which sees it as null."""
     if not isinstance(value, list):
         return
     for j, turn in enumerate(value):
         for key in ("role", "content"):
-            got = turn.get(key) if isinstance(turn, dict) else None
-            if got is not None and not isinstance(got, str):
-                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} (a {_kind(got).removeprefix('a ')})")
-
-
-def _kind(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    return "a list" if isinstance(value, list) else "an object"
+            problem = turn_problem(turn, key)
+            if problem and problem != "missing":
+                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} ({problem})")
 
 
 def _surrogate(value) -> bool:

@@ -52,12 +52,31 @@ def canonical_prompt(prompt: str | Sequence[dict], where: str = "prompt") -> str
         raise RmpipeError(f"{where}: an empty list of chat turns")
     for j, t in enumerate(prompt):
         for key in ("role", "content"):
-            value = t.get(key) if isinstance(t, dict) else None
-            if not isinstance(value, str):
-                got = "missing" if value is None else f"a {type(value).__name__}"
-                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} ({got})")
+            problem = turn_problem(t, key)
+            if problem:
+                raise RmpipeError(f"{where}: chat turn {j} needs a text {key!r} ({problem})")
     turns = [{"role": t["role"], "content": t["content"]} for t in prompt]
     return json.dumps(turns, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def kind_of(value) -> str | None:
+    """A JSON value's kind as messages name it (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def turn_problem(turn, key: str) -> str | None:
+    """What is wrong with a chat turn's ``role`` or ``content``: None when it is text, else
+    ``missing`` or the kind it holds."""
+    value = turn.get(key) if isinstance(turn, dict) else None
+    return None if isinstance(value, str) else "missing" if value is None else kind_of(value)
 
 
 def prompt_turns(prompt: str) -> list[dict]:
