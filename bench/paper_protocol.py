@@ -227,10 +227,10 @@ def load_embeddings(params: Params, backbone: str, datasets, columns=None) -> tu
     import torch
     from threadpoolctl import threadpool_limits
 
-    t0, fit_threads = time.perf_counter(), torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)  # the forward passes use every core; the small fits run on --threads
+    t0, fit_threads, cores = time.perf_counter(), torch.get_num_threads(), os.cpu_count() or 1
+    torch.set_num_threads(cores)  # the forward passes use every core; the small fits run on --threads
     try:
-        with threadpool_limits(os.cpu_count() or 1):
+        with threadpool_limits(cores):
             summary = embed(params, backbone, table=pairs, progress=True)
     finally:
         torch.set_num_threads(fit_threads)
