@@ -178,12 +178,14 @@ def test_embed_rebuild_recovers_a_truncated_manifest_instead_of_recomputing(proj
 # --- two writers ----------------------------------------------------------------------------
 # A run that waits for a go file, so two runs really start together, and whose commits are
 # slowed down, so they overlap for several chunks.
-RACE = slow_commits(0.3) + textwrap.dedent("""
+# 4 chunks of 16 rows, each commit held 1 s: the second writer has seconds to claim its share
+RACE = slow_commits(1.0) + textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from pipeline.config import load_params
     from stages.embed.run import embed
-    params = load_params(sys.argv[1])
+    import stages.embed.hf_backend, stages.embed.text  # torch and transformers load before "ready":
+    params = load_params(sys.argv[1])                  # both writers start level, so both get work
     Path(sys.argv[2]).touch()
     while not Path(sys.argv[3]).exists():
         time.sleep(0.01)
