@@ -26,7 +26,9 @@ DEFAULT_PARAMS = Path("params.yaml")
 # they live here so that loading params and the CLI's help need no torch.
 METHODS = {"explicit": ("naive", "ips", "dr", "noise", "causalrm", "causalrm_dr"),
            "implicit": ("pu_naive", "scar", "upu", "nnpu", "sar", "sar_noise")}
-METHOD_NAMES = METHODS["explicit"] + METHODS["implicit"]
+# Heads only a randomised audit makes possible (docs/audit.md): explicit feedback, not the paper's six.
+AUDIT_METHODS = ("audit_only", "logs_plus_audit")
+METHOD_NAMES = METHODS["explicit"] + AUDIT_METHODS + METHODS["implicit"]
 FEEDBACK_KINDS = tuple(METHODS)
 SOURCE_KINDS = ("builtin", "hub", "shared", "file")
 SHAPES = ("monotone", "extremes")  # pipeline/simulation.py
@@ -34,6 +36,9 @@ POOLINGS = ("last", "mean")  # stages/embed/pooling.py
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "vllm")
 CLASSIFIERS = ("logistic", "lightgbm")  # stages/fit/nuisance.py
+PROPENSITY_MODELS = CLASSIFIERS + ("audit",)  # audit: π(s, y) from a randomised audit (stages/fit/audit.py)
+STRATA = ("none", "kmeans", "covariates")  # stages/fit/audit.py
+AUDIT_LABELS = ("noisy", "clean")  # an audit answered by users (same noise) or by annotators
 TARGETS = ("clean", "noisy")  # stages/fit/imputation.py
 ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # stages/fit/head.py
 
@@ -86,6 +91,8 @@ class SimulateParams:
     rho_neg: float = 0.2
     shape: str = "monotone"
     seed: int = 0
+    audit_share: float = 0.0  # share of the non-test rows drawn into a randomised audit (0: none)
+    audit_labels: str = "noisy"  # noisy: users answer the audit (same flips) | clean: annotators
     implicit: ImplicitSimParams = field(default_factory=ImplicitSimParams)  # prepare.feedback: implicit
 
     section: ClassVar[str] = "prepare.simulate"
@@ -100,6 +107,8 @@ class SimulateParams:
                       f"{self.rho_pos} + {self.rho_neg} = {self.rho_pos + self.rho_neg:g}")
         check.one_of(self, "shape", SHAPES)
         check.integer(self, "seed", 0)
+        check.within(self, "audit_share", "[0, 1)")
+        check.one_of(self, "audit_labels", AUDIT_LABELS)
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ class EmbedParams:
 # --- fit -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PropensityParams:
-    model: str = "logistic"  # logistic | lightgbm
+    model: str = "logistic"  # logistic | lightgbm | audit (π(s, y) by the Bayes identity: fit.audit)
     folds: int = 5
     clip_min: float = 0.1
     pca_dim: int | None = None  # project embeddings for the nuisance models (LightGBM on wide D)
@@ -195,7 +204,7 @@ class PropensityParams:
     section: ClassVar[str] = "fit.propensity"
 
     def __post_init__(self):
-        check.one_of(self, "model", CLASSIFIERS)
+        check.one_of(self, "model", PROPENSITY_MODELS)
         check.integer(self, "folds", 2)
         check.within(self, "clip_min", "(0, 1]")
         check.integer(self, "pca_dim", optional=True)
@@ -226,6 +235,30 @@ class NoiseParams:
         check.within(self, "q", "(0.5, 1]")
         check.one_of(self, "model", CLASSIFIERS)
         check.within(self, "c", "(0, inf)", optional=True)
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    """A randomised audit (rows with ``audit`` true): how ``fit.propensity.model: audit`` estimates
+    ``π(s, y)`` and what else the audit rows are used for (docs/audit.md)."""
+
+    strata: str = "kmeans"  # none | kmeans (of the nuisance features) | covariates
+    k: int | None = None  # kmeans strata; None: one per 50 train audit rows, 1..20
+    covariates: tuple[str, ...] = ()  # strata = the values of these table columns (strata: covariates)
+    smoothing: float = 20.0  # pseudo-rows pulling a thin stratum toward the global rates
+    labels: str = "noisy"  # noisy: the audit's answers carry the users' flips | clean: annotators
+    select: bool = False  # early stopping on the val audit rows' (noise-corrected) risk
+    calibrate: bool = False  # Platt-scale each head on the val audit rows
+
+    section: ClassVar[str] = "fit.audit"
+
+    def __post_init__(self):
+        check.one_of(self, "strata", STRATA)
+        check.integer(self, "k", 1, optional=True)
+        check.within(self, "smoothing", "[0, inf)")
+        check.one_of(self, "labels", AUDIT_LABELS)
+        if self.strata == "covariates" and not self.covariates:
+            check.bad(self, "covariates", "must name at least one column when strata is covariates")
 
 
 @dataclass(frozen=True)
@@ -320,6 +353,7 @@ class FitParams:
     head: HeadParams = field(default_factory=HeadParams)
     guard: GuardParams = field(default_factory=GuardParams)
     pu: PUParams = field(default_factory=PUParams)
+    audit: AuditParams = field(default_factory=AuditParams)
 
     section: ClassVar[str] = "fit"
 
@@ -327,7 +361,8 @@ class FitParams:
     def row_columns(self) -> tuple[str, ...]:
         """Table columns beside the contract that the nuisance models read (propensity
         covariates, SAR-EM's propensity columns): prepare keeps them, fit passes them on."""
-        return tuple(dict.fromkeys((*self.propensity.covariates, *self.pu.propensity_columns)))
+        return tuple(dict.fromkeys((*self.propensity.covariates, *self.pu.propensity_columns,
+                                    *self.audit.covariates)))
 
     def __post_init__(self):
         check.each_one_of(self, "methods", METHOD_NAMES)

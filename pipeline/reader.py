@@ -7,7 +7,7 @@ line, ``row 1 (line 3)``.
 
 Coercions, the same in every format:
 - a UTF-8 byte-order mark is dropped (CSV and JSONL alike);
-- ``observed``, ``feedback``, ``label``: booleans, 0/1 integers, integral floats (NaN = missing, as
+- ``observed``, ``audit``, ``feedback``, ``label``: booleans, 0/1 integers, integral floats (NaN = missing, as
   pandas writes it) and the strings true/false, yes/no, 1/0 (any case) are 0/1;
 - ``rating``, ``propensity_logged``: numbers, or strings that parse as numbers;
 - ``prompt``: text, or a list of chat turns (each with a ``role`` and a ``content``) made canonical
@@ -33,7 +33,7 @@ from pipeline.table import _refuse_rows, canonical_prompt, kind_of, turn_problem
 
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".csv")
 TEXT = ("prompt", "response")
-BINARY = ("observed", "feedback", "label")
+BINARY = ("observed", "audit", "feedback", "label")
 NUMBER = ("rating", "propensity_logged")
 CONTRACT = (*TEXT, *BINARY, *NUMBER)
 WORDS = {"true": 1, "false": 0, "yes": 1, "no": 0, "1": 1, "0": 0}
@@ -189,8 +189,8 @@ def _coerce(col: pl.Series, contract: str, where: str) -> pl.Series:
         return col
     if contract in BINARY:
         out = _binary(col, where)
-        if contract == "observed":
-            _refuse_rows(~out.is_in([0, 1]) & out.is_not_null(), where, col.name, "observed outside {0, 1}")
+        if contract in ("observed", "audit"):
+            _refuse_rows(~out.is_in([0, 1]) & out.is_not_null(), where, col.name, f"{contract} outside {{0, 1}}")
             out = out.cast(pl.Boolean)
         return out
     return _number(col, where)

@@ -8,6 +8,8 @@ tests and the benches all call it.
 4. ``y = 1[s > m]``, ``m`` the median of the distinct occurring ratings;  5. flip ``y`` on
 observed rows only: 1 -> 0 with ``rho_pos``, 0 -> 1 with ``rho_neg``.
 Implicit: ``a = y · Bernoulli(p)``, plus mis-clicks ``a = 1`` with ``rho_neg`` on ``y = 0`` rows.
+Audit (docs/audit.md): a uniform ``audit_share`` of the rows has feedback recorded whatever its
+propensity, with the users' flips (``audit_labels: noisy``) or none (``clean``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,23 @@ class Simulator:
         u, v = rng.random(rating.size), rng.random(rating.size)
         acted = np.where(label == 1, u < p, v < ip.rho_neg).astype(np.int8)
         return ImplicitDraw(acted, label, p)
+
+
+    def draw_audit(self, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A randomised audit of ``round(audit_share · n)`` rows drawn uniformly: ``(rows, feedback)``
+        with ``feedback`` the label, flipped at ``rho_pos``/``rho_neg`` when the audit's answers
+        come from users. Its own random stream: the rest of the draw is the same with or without it."""
+        label = np.asarray(label, dtype=np.int8)
+        rng = np.random.default_rng([self.params.seed, AUDIT_STREAM])
+        rows = np.zeros(label.size, dtype=bool)
+        rows[rng.choice(label.size, size=round(self.params.audit_share * label.size), replace=False)] = True
+        u = rng.random(label.size)
+        flipped = rows & flips(label, u, u, self.params.rho_pos, self.params.rho_neg) \
+            if self.params.audit_labels == "noisy" else np.zeros(label.size, dtype=bool)
+        return rows, (label ^ flipped).astype(np.int8)
+
+
+AUDIT_STREAM = 7  # seeds the audit's generator beside params.seed
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ SCHEMA: dict[str, pl.DataType] = {
     "rating": pl.Float64,
     "propensity_logged": pl.Float64,
     "propensity_true": pl.Float64,
+    "audit": pl.Boolean,  # feedback from a randomised audit: asked regardless of the user's choice
 }
 REQUIRED = ("pair_id", "prompt", "response", "group_id", "split", "observed", "feedback")
-NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true")
+NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true", "audit")
 
 
 def canonical_prompt(prompt: str | Sequence[dict], where: str = "prompt") -> str:
@@ -155,6 +156,8 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
     check(df["observed"] & df["feedback"].is_null(), "feedback", "observed row without feedback")
     check(~df["feedback"].is_in([0, 1]) & df["feedback"].is_not_null(), "feedback", "feedback outside {0, 1}")
     check(~df["label"].is_in([0, 1]) & df["label"].is_not_null(), "label", "label outside {0, 1}")
+    check(df["audit"].fill_null(False) & ~df["observed"], "audit",
+          "an audit row must be observed (its feedback was asked for)")
     for name in ("rating", "propensity_logged", "propensity_true"):
         check(df[name].is_nan(), name, "NaN value")
     for name in ("propensity_logged", "propensity_true"):

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.config import FitParams
 from pipeline.errors import RmpipeError
+from stages.fit.audit import AuditPropensity, label_selection, label_selection_warning, platt
 from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs, check_kind
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
@@ -44,10 +45,19 @@ class FitInputs:
     ids: list[str] | None = None
     where: str = "fit"
     kind: str = "explicit"
+    audit: np.ndarray | None = None  # rows of a randomised audit (stages.fit.audit)
 
     def __post_init__(self):
         self.split = np.asarray(self.split).astype(str)
         self.observed = np.asarray(self.observed, dtype=bool)
+        if self.audit is not None:
+            self.audit = np.asarray(self.audit, dtype=bool)
+            if len(self.audit) != len(self.observed):
+                raise RmpipeError(f"{self.where}: dimension mismatch: {len(self.observed)} rows but "
+                                  f"{len(self.audit)} values of audit")
+            if (self.audit & ~self.observed).any():
+                raise RmpipeError(f"{self.where}: an audit row must be observed (its feedback was asked for)")
+            self.audit = self.audit if self.audit.any() else None
         if self.kind == "implicit":
             self.observed = np.ones(len(self.observed), dtype=bool)
         self.feedback = np.where(self.observed, np.nan_to_num(np.asarray(self.feedback, dtype=float)), 0).astype(np.int8)
@@ -74,6 +84,8 @@ class FitInputs:
                 raise RmpipeError(f"{self.where}: every row in the train split has feedback 1: implicit "
                                   "mode needs impressions that were not acted on")
             return
+        if self.audit is not None:
+            seen = seen & ~self.audit  # the logs; an audit alone is audit_only's business
         if not seen.any():
             raise RmpipeError(f"{self.where}: no observed rows in the train split: there is no "
                               "feedback to learn from")
@@ -90,6 +102,11 @@ class FitInputs:
     def val(self) -> np.ndarray:
         return self.split == "val"
 
+    @property
+    def logs(self) -> np.ndarray:
+        """Rows of the self-selected logs (not audit rows)."""
+        return np.ones(len(self.split), dtype=bool) if self.audit is None else ~self.audit
+
 
 @dataclass
 class Nuisance:
@@ -103,6 +120,8 @@ class Nuisance:
     feedback_model: CrossFitClassifier | None = None
     diagnostics: dict = field(default_factory=dict)
     pu: PUNuisance | None = None  # implicit feedback's quantities (stages.fit.pu)
+    class_propensity: tuple[np.ndarray, np.ndarray] | None = None  # (π(x,1), π(x,0)) from an audit
+    audit_model: AuditPropensity | None = None
 
 
 def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
@@ -111,11 +130,16 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
     check_kind(methods, data.kind, data.where)
     if data.kind == "implicit":
         return _fit_implicit(data, params, methods)
+    by_audit = prop.model == "audit"
     need_p = any(m.needs_propensity for m in methods)
-    need_rates = any(m.needs_rates for m in methods)
+    audit_risk = (params.audit.select or params.audit.calibrate) and params.audit.labels == "noisy"
+    need_rates = any(m.needs_rates for m in methods) or (need_p and by_audit) or audit_risk
     need_h = any(m.needs_imputation for m in methods) or (need_rates and noise.rho_pos is None)
+    if by_audit and need_p and data.audit is None:
+        raise RmpipeError(f"{data.where}: fit.propensity.model audit needs audit rows (a true `audit` "
+                          "column) in the train split, and the table has none")
     out = Nuisance()
-    train_rows = np.flatnonzero(data.train)
+    train_rows = np.flatnonzero(data.train & data.logs)  # audit rows are not self-selected
     use_logged = prop.use_logged and data.propensity_logged is not None \
         and not np.isnan(np.asarray(data.propensity_logged, dtype=float)).all()
     if (need_p and not use_logged) or need_h:
@@ -125,7 +149,9 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
                               "is not in the table")
         out.features = Features(prop.pca_dim, tuple(prop.covariates), prop.seed).fit(data.X, data.columns, train_rows)
         Z = out.features.transform(data.X, data.columns)
-    if need_p:
+    if need_p and by_audit:
+        pass  # after the noise rates, which the Bayes identity needs
+    elif need_p:
         if use_logged:
             out.propensity = logged_propensity(data.propensity_logged, prop.clip_min, f"{data.where}: propensity_logged")
             raw = np.asarray(data.propensity_logged, dtype=float)[train_rows]
@@ -144,7 +170,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
             if trust_warning(trust):
                 warnings.warn(trust_warning(trust), stacklevel=2)
     if need_h:
-        seen = np.flatnonzero(data.train & data.observed)
+        seen = np.flatnonzero(data.train & data.observed & data.logs)
         h = CrossFitClassifier(noise.model, prop.folds, noise.c, prop.seed).fit(Z, data.feedback[seen], seen)
         score = h.predict(Z)
         score[seen] = h.oof_
@@ -158,7 +184,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
     if need_rates:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            scores = out.noisy_score[data.train & data.observed] if out.noisy_score is not None else None
+            scores = out.noisy_score[data.train & data.observed & data.logs] if out.noisy_score is not None else None
             out.rates = resolve_rates(noise.rho_pos, noise.rho_neg, scores, noise.q)
         messages = [str(w.message) for w in caught]
         if out.rates.source == "anchors":
@@ -169,6 +195,22 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
         out.diagnostics["noise"] = {"rho_pos": out.rates.rho_pos, "rho_neg": out.rates.rho_neg,
                                     "d": out.rates.d, "source": out.rates.source, "q": noise.q,
                                     "warning": "; ".join(messages) or None}
+    if need_p and by_audit:
+        Z = out.features.transform(data.X, data.columns) if out.features is not None else data.X
+        a = params.audit
+        model = AuditPropensity(a.strata, a.k, tuple(a.covariates), a.smoothing, a.labels, prop.clip_min, prop.seed)
+        model.fit(Z, data.columns, data.observed, data.feedback, data.audit, np.flatnonzero(data.train),
+                  out.rates.rho_pos, out.rates.rho_neg)
+        pi1, pi0 = model.predict(Z, data.columns)
+        out.class_propensity = (np.where(data.audit, 1.0, pi1), np.where(data.audit, 1.0, pi0))
+        out.audit_model = model
+        out.diagnostics["audit_propensity"] = model.diagnostics(int((data.audit & data.val).sum()))
+    if data.audit is not None:
+        check = label_selection(data.observed, data.feedback, data.audit, np.flatnonzero(data.train))
+        out.diagnostics["label_selection"] = check
+        warning = label_selection_warning(check, prop.model if need_p else "audit")
+        if warning:
+            warnings.warn(warning, stacklevel=2)
     return out
 
 
@@ -194,8 +236,8 @@ def imputation_target(method: Method, configured: str) -> str | None:
     return configured if method.needs_rates else "noisy"
 
 
-def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_target: str = "clean"
-                ) -> tuple[RiskRows, RiskRows]:
+def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_target: str = "clean",
+                audit_labels: str = "noisy") -> tuple[RiskRows, RiskRows]:
     """The method's per-row coefficients on the train and val splits (non-zero rows only)."""
     imputed = None
     target = imputation_target(method, configured_target)
@@ -205,7 +247,9 @@ def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_
     rows = RowInputs(data.observed, data.feedback, nuisance.propensity, imputed,
                      nuisance.rates.rho_pos if nuisance.rates else None,
                      nuisance.rates.rho_neg if nuisance.rates else None,
-                     split=data.split, labelling=pu.labelling, c=pu.c, prior=pu.prior, misclick=pu.misclick)
+                     split=data.split, labelling=pu.labelling, c=pu.c, prior=pu.prior, misclick=pu.misclick,
+                     audit=data.audit, audit_clean=audit_labels == "clean",
+                     class_propensity=nuisance.class_propensity if method.needs_propensity else None)
     a1, a0 = method.coefficients(rows)
     out = []
     for mask in (data.train, data.val):
@@ -214,12 +258,49 @@ def method_rows(data: FitInputs, nuisance: Nuisance, method: Method, configured_
     return out[0], out[1]
 
 
+def audit_rows(data: FitInputs, nuisance: Nuisance, labels: str, split: str = "val") -> RiskRows:
+    """The audit rows of ``split`` with the clean risk's coefficients — noise-corrected when
+    users answered the audit, plain when annotators did: an unbiased risk for any head, used to
+    stop, choose and calibrate (docs/audit.md)."""
+    from stages.fit.methods import AuditOnly
+
+    if data.audit is None or not (data.audit & (data.split == split)).any():
+        raise RmpipeError(f"{data.where}: fit.audit.select and fit.audit.calibrate need audit rows in the "
+                          f"{split} split, and there are none")
+    rates = nuisance.rates
+    if rates is None and labels == "noisy":
+        raise RmpipeError(f"{data.where}: the audit's noise-corrected risk needs noise rates (fit.noise)")
+    rows = RowInputs(data.observed, data.feedback, rho_pos=rates.rho_pos if rates else 0.0,
+                     rho_neg=rates.rho_neg if rates else 0.0, audit=data.audit, audit_clean=labels == "clean")
+    a1, a0 = AuditOnly().coefficients(rows)
+    idx = np.flatnonzero(data.split == split)
+    return RiskRows.select(idx, a1[idx], a0[idx])
+
+
 def fit_method(data: FitInputs, nuisance: Nuisance, method: Method, params: FitParams,
                progress: bool = False):
-    """Train ``method``'s head; returns ``(model, TrainResult)``."""
-    train, val = method_rows(data, nuisance, method, params.imputation.target)
-    return train_head(data.X, train, val, params.head, method_guard(method, params.guard),
-                      progress=progress, desc=method.name)
+    """Train ``method``'s head; returns ``(model, TrainResult)``. With ``fit.audit.select`` the
+    head stops on the val audit rows' risk, with ``fit.audit.calibrate`` it is Platt-scaled on
+    them (folded into its output layer, so export and serve need nothing new)."""
+    audit = params.audit
+    train, val = method_rows(data, nuisance, method, params.imputation.target, audit.labels)
+    if audit.select:
+        val = audit_rows(data, nuisance, audit.labels)
+    model, result = train_head(data.X, train, val, params.head, method_guard(method, params.guard),
+                               progress=progress, desc=method.name)
+    if audit.calibrate:
+        calibrate(model, data, nuisance, audit.labels, result)
+    return model, result
+
+
+def calibrate(model, data: FitInputs, nuisance: Nuisance, labels: str, result: TrainResult) -> None:
+    """Platt-scale ``model`` on the val audit rows (:func:`stages.fit.audit.platt`), in place."""
+    rows = audit_rows(data, nuisance, labels)
+    f = model.logits(data.X[rows.rows]).numpy()
+    a, b = platt(f, rows.a1, rows.a0)
+    model.scale_output(a, b)
+    result.calibration = {"a": a, "b": b, "rows": int(len(rows.rows)), "on": "val audit rows",
+                          "labels": labels}
 
 
 def method_guard(method: Method, guard):

@@ -42,6 +42,17 @@ class RewardHead(nn.Module):
         return self.net(x).squeeze(-1)
 
     @torch.no_grad()
+    def scale_output(self, a: float, b: float) -> None:
+        """Make the logit ``a · f + b`` by rewriting the output layer (Platt scaling folded in,
+        so a saved, exported or served head needs nothing new); adds the layer's bias if absent."""
+        last = self.net[-1]
+        out = nn.Linear(last.in_features, 1, bias=True, dtype=last.weight.dtype)
+        out.weight.copy_(a * last.weight)
+        out.bias.fill_(b + (a * float(last.bias) if last.bias is not None else 0.0))
+        self.net[-1] = out
+        self.config["bias"] = True
+
+    @torch.no_grad()
     def logits(self, X, batch_size: int = 8192) -> "torch.Tensor":
         """Logits for a float32 array or tensor, in batches, in eval mode."""
         X = torch.as_tensor(X)

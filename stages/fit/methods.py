@@ -16,6 +16,7 @@ method of the other kind than the table's is refused by name (:func:`check_kind`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -42,10 +43,17 @@ class RowInputs:
     c: float | None = None
     prior: float | None = None
     misclick: float | None = None
+    # a randomised audit (stages.fit.audit): which rows it holds, whether its answers are clean,
+    # and the label-dependent propensity (π(x, 1), π(x, 0)), clipped, 1 on audit rows
+    audit: np.ndarray | None = None
+    audit_clean: bool = False
+    class_propensity: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self):
         n = len(self.observed)
-        for name in ("feedback", "propensity", "imputed", "split", "labelling"):
+        if self.class_propensity is not None and any(len(p) != n for p in self.class_propensity):
+            raise ValueError(f"class_propensity has the wrong length, observed has {n}")
+        for name in ("feedback", "propensity", "imputed", "split", "labelling", "audit"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows, observed has {n}")
@@ -65,8 +73,19 @@ class Method:
     needs_labelling: ClassVar[bool] = False
     needs_misclick: ClassVar[bool] = False
     guard: ClassVar[str | None] = None  # None: fit.guard decides; "plain" | "nonnegative": fixed
+    needs_audit: ClassVar[bool] = False  # learns from the audit rows (audit_only, logs_plus_audit)
+
+    def uses_audit(self, rows: RowInputs) -> bool:
+        """Whether audit rows carry this method's loss: the audit methods, and the propensity
+        methods given π(x, y) from the audit. Every other method learns from the logs alone."""
+        return self.needs_audit or (self.needs_propensity and rows.class_propensity is not None)
 
     def coefficients(self, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
+        if self.needs_audit and (rows.audit is None or not rows.audit.any()):
+            raise RmpipeError(f"method {self.name} learns from a randomised audit, and the table has no "
+                              "audit rows (a true `audit` column)")
+        if self.needs_propensity and rows.propensity is None and rows.class_propensity is not None:
+            rows = dataclasses.replace(rows, propensity=np.ones(len(rows.observed)))  # unused: π is per class
         for need, value, what in ((self.needs_propensity, rows.propensity, "propensities"),
                                   (self.needs_rates, rows.rho_pos, "noise rates"),
                                   (self.needs_imputation, rows.imputed, "imputed labels"),
@@ -77,8 +96,10 @@ class Method:
                                   (self.needs_misclick, rows.misclick, "a mis-click rate")):
             if need and value is None:
                 raise ValueError(f"method {self.name} needs {what}")
-        a1, a0 = self._coefficients(rows)
-        return np.asarray(a1, dtype=np.float32), np.asarray(a0, dtype=np.float32)
+        a1, a0 = (np.array(a, dtype=np.float64) for a in self._coefficients(rows))
+        if rows.audit is not None and not self.uses_audit(rows):
+            a1[rows.audit], a0[rows.audit] = 0.0, 0.0
+        return a1.astype(np.float32), a0.astype(np.float32)
 
     def _coefficients(self, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -91,15 +112,50 @@ class Method:
 
     @staticmethod
     def _surrogate(rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
-        return surrogate_coefficients(rows.feedback, rows.rho_pos, rows.rho_neg)
+        """The noise-corrected coefficients; plain on audit rows whose answers are clean."""
+        c1, c0 = surrogate_coefficients(rows.feedback, rows.rho_pos, rows.rho_neg)
+        if rows.audit is not None and rows.audit_clean:
+            y = rows.feedback.astype(np.float64)
+            c1, c0 = np.where(rows.audit, y, c1), np.where(rows.audit, 1.0 - y, c0)
+        return c1, c0
 
     @staticmethod
-    def _weights(rows: RowInputs) -> np.ndarray:
-        return rows.observed / rows.propensity
+    def _weights(rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
+        """``(w1, w0)``: the weights on the ``ℓ(f, 1)`` and ``ℓ(f, 0)`` coefficients — ``o / p̂``
+        for both, or ``o / π(x, 1)`` and ``o / π(x, 0)`` with a label-dependent propensity."""
+        if rows.class_propensity is not None:
+            pi1, pi0 = rows.class_propensity
+            return rows.observed / pi1, rows.observed / pi0
+        w = rows.observed / rows.propensity
+        return w, w
 
     @staticmethod
-    def _doubly_robust(w, c1, c0, g) -> tuple[np.ndarray, np.ndarray]:
-        return g + w * (c1 - g), (1.0 - g) + w * (c0 - (1.0 - g))
+    def _dr_weight(rows: RowInputs, noisy: bool) -> np.ndarray:
+        """``o · h(ỹ)`` with ``E[h(ỹ) | y] = 1 / π(x, y)``: what the imputed term is multiplied by
+        on observed rows. One propensity: ``h = 1 / p̂``. Per class, through the flips (a 2×2
+        system with determinant ``d``): ``h(1) = [(1 − rho_neg)/π₁ − rho_pos/π₀] / d``,
+        ``h(0) = [(1 − rho_pos)/π₀ − rho_neg/π₁] / d`` (docs/audit.md)."""
+        if rows.class_propensity is None:
+            return rows.observed / rows.propensity
+        pi1, pi0 = rows.class_propensity
+        pos = rows.feedback == 1
+        if noisy:
+            rp, rn = rows.rho_pos, rows.rho_neg
+            d = 1.0 - rp - rn
+            h = np.where(pos, ((1 - rn) / pi1 - rp / pi0) / d, ((1 - rp) / pi0 - rn / pi1) / d)
+            if rows.audit is not None and rows.audit_clean:
+                h = np.where(rows.audit, np.where(pos, 1 / pi1, 1 / pi0), h)
+        else:
+            h = np.where(pos, 1 / pi1, 1 / pi0)
+        return rows.observed * h
+
+    @staticmethod
+    def _doubly_robust(w, c1, c0, g, h=None) -> tuple[np.ndarray, np.ndarray]:
+        """``a1 = ĝ + w1·c1 − ĝ·h``, ``a0 = (1 − ĝ) + w0·c0 − (1 − ĝ)·h`` with ``w = (w1, w0)``
+        and ``h = o·h(ỹ)`` (:meth:`_dr_weight`); one propensity: ``ĝ + w·(c1 − ĝ)``."""
+        w1, w0 = w
+        h = w1 if h is None else h
+        return g + w1 * c1 - g * h, (1.0 - g) + w0 * c0 - (1.0 - g) * h
 
 
 @dataclass(frozen=True)
@@ -122,8 +178,8 @@ class IPS(Method):
 
     def _coefficients(self, rows):
         c1, c0 = self._plain(rows)
-        w = self._weights(rows)
-        return w * c1, w * c0
+        w1, w0 = self._weights(rows)
+        return w1 * c1, w0 * c0
 
 
 @dataclass(frozen=True)
@@ -137,7 +193,7 @@ class DR(Method):
 
     def _coefficients(self, rows):
         c1, c0 = self._plain(rows)
-        return self._doubly_robust(self._weights(rows), c1, c0, rows.imputed)
+        return self._doubly_robust(self._weights(rows), c1, c0, rows.imputed, self._dr_weight(rows, False))
 
 
 @dataclass(frozen=True)
@@ -162,8 +218,8 @@ class CausalRM(Method):
 
     def _coefficients(self, rows):
         c1, c0 = self._surrogate(rows)
-        w = self._weights(rows)
-        return w * c1, w * c0
+        w1, w0 = self._weights(rows)
+        return w1 * c1, w0 * c0
 
 
 @dataclass(frozen=True)
@@ -178,7 +234,35 @@ class CausalRMDR(Method):
 
     def _coefficients(self, rows):
         c1, c0 = self._surrogate(rows)
-        return self._doubly_robust(self._weights(rows), c1, c0, rows.imputed)
+        return self._doubly_robust(self._weights(rows), c1, c0, rows.imputed, self._dr_weight(rows, True))
+
+
+# --- heads only an audit makes possible ----------------------------------------------------
+@dataclass(frozen=True)
+class AuditOnly(Method):
+    """A head on the audit rows alone — the honest competitor an audit brings: noise-corrected
+    when users answered the audit, plain when annotators did; the logs carry no loss."""
+
+    name: ClassVar[str] = "audit_only"
+    needs_rates: ClassVar[bool] = True
+    needs_audit: ClassVar[bool] = True
+
+    def _coefficients(self, rows):
+        c1, c0 = self._surrogate(rows) if not rows.audit_clean else self._plain(rows)
+        return rows.audit * c1, rows.audit * c0
+
+
+@dataclass(frozen=True)
+class LogsPlusAudit(Method):
+    """Naive on the logs and the audit together (``o · ℓ(f, ỹ)`` over both): what a user with an
+    audit tries first."""
+
+    name: ClassVar[str] = "logs_plus_audit"
+    needs_audit: ClassVar[bool] = True
+
+    def _coefficients(self, rows):
+        c1, c0 = self._plain(rows)
+        return rows.observed * c1, rows.observed * c0
 
 
 # --- implicit feedback (positive-unlabelled) -----------------------------------------------
@@ -284,12 +368,13 @@ class SARNoise(Method):
 
 
 METHODS: dict[str, Method] = {m.name: m() for m in (Naive, IPS, DR, Noise, CausalRM, CausalRMDR,
-                                                     PUNaive, SCAR, UPU, NNPU, SAR, SARNoise)}
+                                                     AuditOnly, LogsPlusAudit, PUNaive, SCAR, UPU, NNPU, SAR, SARNoise)}
 
 
-def methods_for(kind: str) -> list[str]:
-    """The registry's method names for feedback kind ``kind`` (explicit | implicit)."""
-    return [n for n, m in METHODS.items() if m.feedback == kind]
+def methods_for(kind: str, audit: bool = False) -> list[str]:
+    """The registry's method names for feedback kind ``kind`` (explicit | implicit); with
+    ``audit``, the ones that need audit rows (pipeline.config.AUDIT_METHODS) instead."""
+    return [n for n, m in METHODS.items() if m.feedback == kind and m.needs_audit == audit]
 
 
 def get_method(name: str) -> Method:

@@ -55,7 +55,8 @@ def load_inputs(params: Params, backbone: str):
     logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),
                      feedback=df["feedback"].fill_null(0).to_numpy(), columns=columns,
-                     propensity_logged=logged, ids=ids, where=str(path), kind=kind)
+                     propensity_logged=logged, ids=ids, where=str(path), kind=kind,
+                     audit=df["audit"].fill_null(False).to_numpy() if kind == "explicit" else None)
     return data, store
 
 
@@ -83,13 +84,17 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
         params=_jsonable_params(params),
         rows={"train": int(data.train.sum()), "val": int(data.val.sum()),
               "train_observed": int((data.train & data.observed).sum()),
-              "val_observed": int((data.val & data.observed).sum())},
+              "val_observed": int((data.val & data.observed).sum()),
+              **({"train_audit": int((data.train & data.audit).sum()), "val_audit": int((data.val & data.audit).sum())}
+                 if data.audit is not None else {})},
         diagnostics=nuisance.diagnostics,  # shared by every method of the run
         guard=result.guard | ({"fixed_by_method": method.guard} if method.guard else {}),
         runaway=result.runaway,
         training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "stopped": result.stopped, "seconds_per_epoch": result.seconds_per_epoch,
-                  "curve": result.curve},
+                  "curve": result.curve,
+                  "stopped_on": "val audit rows" if params.fit.audit.select else "the method's own val risk",
+                  "calibration": result.calibration},
         metrics={"val_guarded_risk": result.best_val_risk,
                  "val_plain_risk": result.curve[result.best_epoch - 1]["val_plain_risk"]},
     )
@@ -119,6 +124,16 @@ def nuisance_lines(diag: dict) -> list[str]:
             e = diag["pu"]["labelling"]
             lines.append(f"  labelling propensity e(x) from {e['source']}: mean {e['mean']:.4f}, "
                          f"clipped {e['share_clipped']:.1%}")
+    if "audit_propensity" in diag:
+        a = diag["audit_propensity"]
+        g = a["global"]
+        lines.append(f"  audit propensity ({a['strata']}, {a['k']} strata, audit answers {a['labels']}): "
+                     f"{a['audit_rows_train']} train / {a['audit_rows_val']} val audit rows; global "
+                     f"π(·,1) {g['pi1']:.3f}, π(·,0) {g['pi0']:.3f}")
+    if "label_selection" in diag and diag["label_selection"]["z"] is not None:
+        c = diag["label_selection"]
+        lines.append(f"  label selection check: observed {c['observed_positive']:.1%} positive, audit "
+                     f"{c['audit_positive']:.1%} (z {c['z']:+.1f}){' — users chose by the label' if c['flag'] else ''}")
     if "noise" in diag:
         n = diag["noise"]
         lines.append(f"  noise rates ({n['source']}): rho_pos {n['rho_pos']:.3f}, rho_neg {n['rho_neg']:.3f}, "

@@ -54,6 +54,7 @@ class TrainResult:
     guard: dict = field(default_factory=dict)
     runaway: dict = field(default_factory=dict)
     seconds_per_epoch: float = 0.0
+    calibration: dict | None = None  # Platt scaling on audit rows (stages.fit.core.calibrate)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from pipeline.table import SCHEMA, _refuse_rows, pair_ids, validate
 from stages.prepare.implicit import IMPLICIT_HINT, check_logged
 from stages.prepare.sources import Loaded, group_key
 
-MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "feedback",
+MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "audit", "feedback",
             "label", "rating", "propensity_logged", "pair_id")
 
 

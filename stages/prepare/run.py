@@ -123,26 +123,50 @@ def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.Data
     propensity[~is_test], label[~is_test] = drawn.propensity, drawn.label
     label[is_test] = (rating[is_test] > threshold(rating)).astype(np.int8)
     feedback[is_test] = label[is_test]
+    audit = np.zeros(n, dtype=bool)
+    if sim.params.audit_share > 0:
+        rows, answers = sim.draw_audit(drawn.label)
+        idx = np.flatnonzero(~is_test)[rows]
+        audit[idx], observed[idx], feedback[idx] = True, True, answers[rows]
     df = df.with_columns(
         pl.Series("observed", observed),
         pl.Series("feedback", feedback, dtype=pl.Int8),
         pl.Series("label", label, dtype=pl.Int8),
         pl.Series("propensity_true", propensity, dtype=pl.Float64).fill_nan(None),
+        pl.Series("audit", audit),
     ).with_columns(pl.when(pl.col("observed")).then(pl.col("feedback")).otherwise(None).alias("feedback"))
     by_split = {}
     for name in ("train", "val"):
-        m = (df["split"] == name).to_numpy()
+        m = (df["split"] == name).to_numpy() & ~audit  # the self-selected feedback
         by_split[name] = realised_rates(observed[m], feedback[m], label[m], propensity[m])
+    logs = ~is_test & ~audit
     info = {
         "simulated": True,
         "requested": {k: getattr(sim.params, k)
-                      for k in ("alpha", "target_rate", "rho_pos", "rho_neg", "shape", "seed")},
-        "realised": drawn.realised() | {"over": "train + val rows"},
+                      for k in ("alpha", "target_rate", "rho_pos", "rho_neg", "shape", "seed",
+                                "audit_share", "audit_labels")},
+        "realised": realised_rates(observed[logs], feedback[logs], label[logs], propensity[logs])
+        | {"over": "train + val rows" + (" outside the audit" if audit.any() else "")},
         "realised_by_split": by_split,
         **rating_info(rating, loaded.scale),
         "test": TEST_NOTE,
     }
+    if sim.params.audit_share > 0:
+        info["audit"] = audit_info(audit, is_test, df["split"].to_numpy(), feedback, label,
+                                   sim.params.audit_labels)
     return df, info
+
+
+def audit_info(audit, is_test, split, feedback, label, labels: str) -> dict:
+    """The realised audit, for provenance.json: its size and share of the non-test rows, per
+    split, and its answers' positive share beside the clean one (and the realised flips)."""
+    a = audit & ~is_test
+    y, f = label[a], feedback[a]
+    return {"rows": int(a.sum()), "share_realised": float(a.sum() / max((~is_test).sum(), 1)),
+            "labels": labels, "by_split": {s: int((a & (split == s)).sum()) for s in ("train", "val")},
+            "positive_share": float(f.mean()) if a.any() else None,
+            "label_positive_share": float(y.mean()) if a.any() else None,
+            "flipped": int((f != y).sum())}
 
 
 def _counts(df: pl.DataFrame) -> dict:

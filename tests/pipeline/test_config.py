@@ -69,6 +69,7 @@ def test_the_closed_sets_are_the_ones_the_code_implements():
     assert tuple(METHODS) == config.METHOD_NAMES
     for kind, names in config.METHODS.items():
         assert tuple(methods_for(kind)) == names
+    assert tuple(methods_for("explicit", audit=True)) == config.AUDIT_METHODS
     assert tuple(SHAPES) == config.SHAPES
     assert tuple(ACTIVATIONS) == config.ACTIVATIONS
     assert tuple(POOLERS) == config.POOLINGS

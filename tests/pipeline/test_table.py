@@ -28,6 +28,7 @@ def table(n: int = 6) -> pl.DataFrame:
         "rating": [float(i) for i in range(n)],
         "propensity_logged": [None] * n,
         "propensity_true": [0.5] * n,
+        "audit": [i == 0 for i in range(n)],
     }, schema_overrides={"propensity_logged": pl.Float64})
 
 
@@ -41,7 +42,7 @@ def test_round_trip_is_exact(tmp_path):
 
 
 def test_extra_covariates_survive_and_optional_columns_are_added(tmp_path):
-    df = table().drop("comparison_id", "label", "rating", "propensity_logged", "propensity_true")
+    df = table().drop("comparison_id", "label", "rating", "propensity_logged", "propensity_true", "audit")
     df = df.with_columns(pl.lit("mobile").alias("surface"))
     back = read_table(write_table(df, tmp_path / "f.parquet"))
     assert back.columns == [*SCHEMA, "surface"] and back["label"].null_count() == back.height

@@ -26,7 +26,8 @@ def test_builtin_default_writes_table_and_report(cli):
     prov = read_provenance("data/prepared/default/feedback.parquet")
     report, fb = json.loads(Path("data/prepared/default/provenance.json").read_text()), prov.simulation
     assert fb["requested"] == {"alpha": 0.5, "target_rate": 0.2, "rho_pos": 0.1, "rho_neg": 0.2,
-                               "shape": "monotone", "seed": 0}
+                               "shape": "monotone", "seed": 0, "audit_share": 0.0, "audit_labels": "noisy"}
+    assert "audit" not in fb and not df["audit"].any()  # no audit unless asked for
     simulated = df.filter(pl.col("split") != "test")
     assert fb["realised"]["observed"] == simulated["observed"].sum()
     assert abs(fb["realised"]["mean_propensity"] - 0.2) < 1e-9
