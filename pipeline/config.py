@@ -57,6 +57,8 @@ class SourceParams:
     seed: int = 0
     split: str | None = None  # kind=hub: load only this split (then 60/20/20)
     licence: str | None = None  # kind=file: the licence of your logs, recorded beside the table
+    audit_share: float | None = None  # shared:coat: share of each train/val shopper's random ratings kept
+    #                                   as audit rows (None: a quarter); seeded by ``seed``
 
     section: ClassVar[str] = "prepare.source"
 
@@ -64,6 +66,7 @@ class SourceParams:
         check.one_of(self, "kind", SOURCE_KINDS)
         check.integer(self, "rows", 10)
         check.integer(self, "seed", 0)
+        check.within(self, "audit_share", "[0, 1]", optional=True)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     pp = params.prepare
     sim = Simulator(pp.simulate)
     fractions = pp.split.fractions
-    loaded = load_source(pp.source, where, params.fit.row_columns, pp.feedback)
+    loaded = load_source(pp.source, where, params.fit.row_columns, pp.feedback, pp.split)
     df, dropped = loaded.frame, dict(loaded.dropped)
     if df.height == 0:
         raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")
@@ -78,6 +78,11 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
         lab = df["label"].to_numpy() if "label" in df.columns and df["label"].null_count() == 0 else None
         report["feedback"] = {"simulated": False, "from": "the logs", "realised": realised_rates(
             df["observed"].to_numpy(), df["feedback"].fill_null(-1).to_numpy(), lab)}
+        if "audit" in df.columns and df["audit"].fill_null(False).any():
+            fb = df["feedback"].fill_null(0).to_numpy()
+            report["feedback"]["audit"] = audit_info(
+                df["audit"].fill_null(False).to_numpy(), split == "test", split, fb,
+                df["label"].fill_null(-1).to_numpy() if "label" in df.columns else None, "as logged")
     elif not pp.simulate.enabled:
         raise RmpipeError(f"{where}: prepare.simulate.enabled is false but {loaded.name} has no "
                           "logged observed/feedback columns; enable simulation or map them")
@@ -161,12 +166,13 @@ def audit_info(audit, is_test, split, feedback, label, labels: str) -> dict:
     """The realised audit, for provenance.json: its size and share of the non-test rows, per
     split, and its answers' positive share beside the clean one (and the realised flips)."""
     a = audit & ~is_test
-    y, f = label[a], feedback[a]
-    return {"rows": int(a.sum()), "share_realised": float(a.sum() / max((~is_test).sum(), 1)),
-            "labels": labels, "by_split": {s: int((a & (split == s)).sum()) for s in ("train", "val")},
-            "positive_share": float(f.mean()) if a.any() else None,
-            "label_positive_share": float(y.mean()) if a.any() else None,
-            "flipped": int((f != y).sum())}
+    f = feedback[a]
+    out = {"rows": int(a.sum()), "share_realised": float(a.sum() / max((~is_test).sum(), 1)),
+           "labels": labels, "by_split": {s: int((a & (split == s)).sum()) for s in ("train", "val")},
+           "positive_share": float(f.mean()) if a.any() else None}
+    if label is not None and a.any() and (label[a] >= 0).all():  # clean labels: simulation only
+        out.update(label_positive_share=float(label[a].mean()), flipped=int((f != label[a]).sum()))
+    return out
 
 
 def _counts(df: pl.DataFrame) -> dict:

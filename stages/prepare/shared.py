@@ -118,11 +118,18 @@ SHARED = {"hh-rlhf": hh_harmless, "pandalm": pandalm, "llmbar": llmbar}
 ALIASES = {"hh-rlhf-harmless": "hh-rlhf", "harmless-base": "hh-rlhf", "pandalm-testset": "pandalm"}
 
 
-def load_shared(name: str | None, where: str = "params") -> Loaded:
+def load_shared(name: str | None, where: str = "params", split=None, audit_share: float | None = None,
+                seed: int = 0) -> Loaded:
+    """A shared set by name; Coat splits by shopper itself (``split``) and draws its audit
+    (``audit_share`` of each shopper's random ratings, ``seed``): :mod:`stages.prepare.coat`."""
     key = ALIASES.get(name or "", name)
+    if key == "coat":
+        from stages.prepare.coat import load_coat
+
+        return load_coat(shared_root(), split, audit_share, seed)
     if key not in SHARED:
         raise RmpipeError(f"{where}: prepare.source.name: unknown shared set {name!r} "
-                          f"(expected one of {', '.join(SHARED)})")
+                          f"(expected one of {', '.join([*SHARED, 'coat'])})")
     return SHARED[key](shared_root())
 
 

@@ -39,7 +39,8 @@ class Loaded:
     hints: list[str] = field(default_factory=list)  # one-line notes for the user (not errors)
 
 
-def load_source(src: SourceParams, where: str = "params", covariates=(), feedback: str = "explicit") -> Loaded:
+def load_source(src: SourceParams, where: str = "params", covariates=(), feedback: str = "explicit",
+                split=None) -> Loaded:
     """Dispatch on ``src.kind``; heavy imports stay inside each adapter."""
     if src.kind == "builtin":
         from stages.prepare.builtin import load_builtin
@@ -52,7 +53,7 @@ def load_source(src: SourceParams, where: str = "params", covariates=(), feedbac
     if src.kind == "shared":
         from stages.prepare.shared import load_shared
 
-        return load_shared(src.name, where)
+        return load_shared(src.name, where, split, src.audit_share, src.seed)
     if src.kind == "file":
         from stages.prepare.logs import load_logs
 
