@@ -85,6 +85,16 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
         trust = next((r["propensity_trust"] for r in by_method.values() if r.get("propensity_trust")), None)
         if trust:
             lines += ["", f"Propensity trust ({'FLAG' if trust['flag'] else 'ok'}): {trust['reason']}."]
+        audit = next((r["audit_propensity"] for r in by_method.values() if r.get("audit_propensity")), None)
+        if audit:
+            true = (f" (truth {_cell(audit['pi1_true'])} / {_cell(audit['pi0_true'])})" if "pi1_true" in audit else "")
+            lines += ["", f"Audit propensity ({audit['strata']}, {audit['k']} strata, {audit['audit_rows_train']} train "
+                          f"audit rows): π̂(·,1) {_cell(audit['pi1'])}, π̂(·,0) {_cell(audit['pi0'])}{true}; per stratum "
+                          "(audit rows, π̂(s,1), π̂(s,0)): " + "; ".join(
+                              f"{t['audit_rows']}, {_cell(t['pi1'])}, {_cell(t['pi0'])}" for t in audit["by_stratum"]) + "."]
+        check = next((r["label_selection"] for r in by_method.values() if r.get("label_selection")), None)
+        if check:
+            lines += ["", f"Label-selection check ({'FLAG' if check['flag'] else 'ok'}): {check['reason']}."]
         lines += ["", f"Plots: `{params.dataset}/plots/{backbone}/`.", ""]
     lines += [f"![R², MAE (and best-of-N) by method and backbone]({params.dataset}.png)", ""]
     return "\n".join(lines)

@@ -93,6 +93,20 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     return table, stats
 
 
+def audit_truth(diag: dict, train: pl.DataFrame) -> dict:
+    """The audit propensity's π̂(·, y) (global and per stratum) and, in simulation, the truth: the
+    mean true propensity of the train rows of class y outside the audit."""
+    out = {"audit_rows_train": diag["audit_rows_train"], "strata": diag["strata"], "k": diag["k"],
+           "pi1": diag["global"]["pi1"], "pi0": diag["global"]["pi0"],
+           "by_stratum": [{k: t[k] for k in ("stratum", "audit_rows", "pi1", "pi0")} for t in diag["table"]]}
+    logs = train.filter(~pl.col("audit").fill_null(False))
+    if logs.height and logs["propensity_true"].null_count() == 0 and logs["label"].null_count() == 0:
+        for y in (1, 0):
+            part = logs.filter(pl.col("label") == y)["propensity_true"]
+            out[f"pi{y}_true"] = float(part.mean()) if part.len() else None
+    return out
+
+
 def pu_truth(diag: dict, train: pl.DataFrame) -> dict:
     """Implicit mode: the fit's c, π and mis-click rate beside the train split's truth (where
     clean labels exist): ``c`` = share of good responses acted on, ``π`` = share good."""
@@ -158,6 +172,10 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
             report["propensity_vs_true"] = truth[1]
         if card.uses.propensity and "propensity_trust" in card.diagnostics:
             report["propensity_trust"] = card.diagnostics["propensity_trust"]
+        if card.uses.propensity and "audit_propensity" in card.diagnostics:
+            report["audit_propensity"] = audit_truth(card.diagnostics["audit_propensity"], train)
+        if "label_selection" in card.diagnostics:
+            report["label_selection"] = card.diagnostics["label_selection"]
         reports[name] = report
         write_json(out_dir / f"{name}.json", report)
     fig_dir, title = plots_dir(params, backbone), f"{params.dataset} / {backbone}"

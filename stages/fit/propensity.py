@@ -141,8 +141,9 @@ FLAT_ESS = 0.95
 # and either way there is something a correction would have to undo.
 SKEWED_FEEDBACK = 0.15
 TRUST_ADVICE = ("try a stronger backbone, log propensities at serving time (propensity_logged), "
-                "add covariates that drive feedback (fit.propensity.covariates), or collect feedback "
-                "on a small random sample of requests")
+                "add covariates that drive feedback (fit.propensity.covariates), or collect a randomised "
+                "audit (feedback on a small uniform random sample of responses), mark its rows "
+                "`audit: true` and set fit.propensity.model: audit (docs/audit.md)")
 
 
 def propensity_trust(observed: np.ndarray, p_hat_oof: np.ndarray, feedback: np.ndarray,

@@ -201,3 +201,37 @@ def test_the_audit_propensity_without_audit_rows_is_refused_in_one_line():
     data = dataclasses.replace(data, audit=None)
     with pytest.raises(RmpipeError, match=r"^test: fit\.propensity\.model audit needs audit rows .* has none$"):
         fit_nuisance(data, FAST, [METHODS["causalrm"]])
+
+
+# --- fit -> evaluate -> report on disk -------------------------------------------------------
+def test_fit_evaluate_report_with_an_audit_on_disk(tmp_path):
+    import polars as pl
+
+    from pipeline.synthetic import make_world, world_table, write_project
+    from pipeline.table import read_table, write_table
+    from stages.evaluate.report import report
+    from stages.evaluate.run import evaluate
+    from stages.fit.run import fit
+
+    params = write_project(tmp_path, make_world(n=3000, dim=8, seed=3), fit=FAST)
+    table = read_table(params.table_path)
+    rng = np.random.default_rng(0)
+    audit = (table["split"] != "test").to_numpy() & (rng.random(table.height) < 0.08)
+    table = table.with_columns(pl.Series("audit", audit),
+                               pl.when(pl.Series(audit)).then(True).otherwise(pl.col("observed")).alias("observed"),
+                               pl.when(pl.Series(audit)).then(pl.col("label")).otherwise(pl.col("feedback")).alias("feedback"))
+    write_table(table, params.table_path)
+    params = dataclasses.replace(params, embed=dataclasses.replace(params.embed, backbones=("toy",)),
+                                 fit=dataclasses.replace(params.fit, methods=("causalrm", "audit_only"),
+                                                         audit=dataclasses.replace(params.fit.audit, labels="clean")))
+    lines = []
+    heads = fit(params, "toy", ["causalrm", "audit_only"], progress=False, log=lines.append)
+    card = json.loads((heads["causalrm"] / "card.json").read_text())
+    assert card["rows"]["train_audit"] == int((audit & (table["split"] == "train").to_numpy()).sum())
+    assert card["diagnostics"]["audit_propensity"]["labels"] == "clean"
+    assert any(line.startswith("  audit propensity (kmeans, 3 strata") for line in lines)
+    reports = evaluate(params, "toy", log=lambda _: None)
+    a = reports["causalrm"]["audit_propensity"]
+    assert a["pi1"] > a["pi0"] and a["pi1_true"] > a["pi0_true"]  # estimate and truth agree in direction
+    md = report(params).read_text()
+    assert "Audit propensity (kmeans, 3 strata" in md and "Label-selection check (FLAG)" in md
