@@ -67,9 +67,10 @@ def draw_params(base: Params, dataset: str, share: float, rho, seed: int, column
     src = SourceParams(kind="builtin") if dataset == "default" else source_of(dataset, columns)
     sim = dataclasses.replace(pp.simulate, enabled=True, alpha=0.5, rho_pos=rho[0], rho_neg=rho[1], seed=seed,
                               audit_share=share, audit_labels="noisy")
-    logged_file = dataset.startswith("file:")
+    # a user's file with its own observed (and audit) columns is read as logged: the simulation,
+    # and so the share, do not apply to it (run it with --shares 0)
     return dataclasses.replace(base, dataset=dataset.replace(":", "-").replace("/", "_"),
-                               prepare=dataclasses.replace(pp, source=src, simulate=sim if not logged_file else pp.simulate))
+                               prepare=dataclasses.replace(pp, source=src, simulate=sim))
 
 
 def make_draw(params: Params, X_of: dict, X: np.ndarray) -> AuditDraw:
@@ -90,19 +91,8 @@ def make_draw(params: Params, X_of: dict, X: np.ndarray) -> AuditDraw:
                      test["rating"].to_numpy(), test["group_id"].to_list(), label, p_true, test["comparison_id"].to_list())
 
 
-def val_audit_risk(model, data, nuisance, labels) -> float:
-    import torch
-
-    from stages.fit.core import audit_rows
-    from stages.fit.losses import guarded_risk
-    from stages.fit.train import validation_risk
-
-    r1, r0 = validation_risk(model, torch.as_tensor(data.X), audit_rows(data, nuisance, labels))
-    return guarded_risk(r1, r0)
-
-
 def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict], dict]:
-    from stages.fit.core import fit_method, fit_nuisance
+    from stages.fit.core import audit_risk, fit_method, fit_nuisance
     from stages.fit.methods import get_method
 
     data = draw.data
@@ -136,7 +126,7 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     fit("causalrm_audit+calib", m["causalrm"], n_aud, calib)
     fit("naive+calib", m["naive"], dataclasses.replace(n_emb, rates=n_aud.rates), dataclasses.replace(
         emb, audit=dataclasses.replace(emb.audit, calibrate=True)))
-    risks = {k: val_audit_risk(heads[k][0], data, n_aud, fp.audit.labels) for k in CHOICE}
+    risks = {k: audit_risk(heads[k][0], data, n_aud, fp.audit.labels) for k in CHOICE}
     chosen = min(risks, key=risks.get)
     fits.append({**next(f for f in fits if f["method"] == chosen), "method": "audit_choice", "chose": chosen})
     if args.estimated and rho != (0.0, 0.0):

@@ -290,7 +290,21 @@ def fit_method(data: FitInputs, nuisance: Nuisance, method: Method, params: FitP
                                progress=progress, desc=method.name)
     if audit.calibrate:
         calibrate(model, data, nuisance, audit.labels, result)
+    if data.audit is not None and (data.audit & data.val).any() and (nuisance.rates or audit.labels == "clean"):
+        result.val_audit_risk = audit_risk(model, data, nuisance, audit.labels)
     return model, result
+
+
+def audit_risk(model, data: FitInputs, nuisance: Nuisance, labels: str) -> float:
+    """A head's guarded risk on the val audit rows: unbiased for every head whatever its method,
+    so comparable across methods — the audit's way to choose one without clean labels."""
+    import torch
+
+    from stages.fit.losses import guarded_risk
+    from stages.fit.train import validation_risk
+
+    r1, r0 = validation_risk(model, torch.as_tensor(data.X), audit_rows(data, nuisance, labels))
+    return guarded_risk(r1, r0)
 
 
 def calibrate(model, data: FitInputs, nuisance: Nuisance, labels: str, result: TrainResult) -> None:

@@ -95,7 +95,7 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
                   "curve": result.curve,
                   "stopped_on": "val audit rows" if params.fit.audit.select else "the method's own val risk",
                   "calibration": result.calibration},
-        metrics={"val_guarded_risk": result.best_val_risk,
+        metrics={"val_guarded_risk": result.best_val_risk, "val_audit_risk": result.val_audit_risk,
                  "val_plain_risk": result.curve[result.best_epoch - 1]["val_plain_risk"]},
     )
 
@@ -103,9 +103,10 @@ def make_card(params: Params, backbone: str, store: EmbeddingStore, method, data
 def summary_line(name: str, result) -> str:
     run = result.runaway
     flag = f", RUNAWAY from epoch {run['first_epoch']}" if run["detected"] else ""
+    audit = f", audit risk {result.val_audit_risk:.4f}" if result.val_audit_risk is not None else ""
     return (f"  {name:12s} val risk {result.best_val_risk:.4f} at epoch {result.best_epoch}/"
             f"{result.epochs_run} ({result.stopped}), guard {result.guard['mode']} "
-            f"fired {result.guard['fired_share']:.0%}{flag}")
+            f"fired {result.guard['fired_share']:.0%}{audit}{flag}")
 
 
 def nuisance_lines(diag: dict) -> list[str]:
@@ -172,11 +173,17 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
         f"({seen}), {int(data.val.sum())} val rows, dim {store.dim}")
     for line in nuisance_lines(nuisance.diagnostics):
         log(line)
-    out = {}
+    out, audit_risks = {}, {}
     for method in chosen:
         model, result = fit_method(data, nuisance, method, params.fit, progress=progress)
         card = make_card(params, backbone, store, method, data, nuisance, result)
         folder = head_dir(params.fit.heads_dir, backbone, params.dataset, method.name)
         out[method.name] = save_head(folder, model, card, nuisance)
         log(summary_line(method.name, result))
+        if result.val_audit_risk is not None:
+            audit_risks[method.name] = result.val_audit_risk
+    if len(audit_risks) > 1:
+        best = min(audit_risks, key=audit_risks.get)
+        log(f"  audit choice: {best} (lowest risk on the val audit rows, {audit_risks[best]:.4f}; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in audit_risks.items() if k != best) + ")")
     return out

@@ -55,6 +55,7 @@ class TrainResult:
     runaway: dict = field(default_factory=dict)
     seconds_per_epoch: float = 0.0
     calibration: dict | None = None  # Platt scaling on audit rows (stages.fit.core.calibrate)
+    val_audit_risk: float | None = None  # the guarded risk on the val audit rows, comparable across methods
 
 
 @torch.no_grad()

@@ -230,6 +230,9 @@ def test_fit_evaluate_report_with_an_audit_on_disk(tmp_path):
     assert card["rows"]["train_audit"] == int((audit & (table["split"] == "train").to_numpy()).sum())
     assert card["diagnostics"]["audit_propensity"]["labels"] == "clean"
     assert any(line.startswith("  audit propensity (kmeans, 3 strata") for line in lines)
+    risks = {m: json.loads((heads[m] / "card.json").read_text())["metrics"]["val_audit_risk"] for m in heads}
+    choice = next(line for line in lines if line.startswith("  audit choice: "))
+    assert choice.startswith(f"  audit choice: {min(risks, key=risks.get)} (lowest risk on the val audit rows")
     reports = evaluate(params, "toy", log=lambda _: None)
     a = reports["causalrm"]["audit_propensity"]
     assert a["pi1"] > a["pi0"] and a["pi1_true"] > a["pi0_true"]  # estimate and truth agree in direction
