@@ -121,7 +121,7 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _turns(value: Any, where: str) -> list[dict]:
+def chat_turns(value: Any, where: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise BadRequest(f"{where}: expected a non-empty list of chat turns")
     for j, turn in enumerate(value):
@@ -159,7 +159,7 @@ def native_pairs(body: Any, limit: int, canon: Canon = Canon()) -> tuple[list[st
         where = f"pairs[{i}].prompt"
         prompt = item["prompt"]
         if isinstance(prompt, list):
-            prompt = canon.prompt(_turns(prompt, where))
+            prompt = canon.prompt(chat_turns(prompt, where))
         else:
             prompt = canon.text_prompt(_text(prompt, where))
         response = _text(item["response"], f"pairs[{i}].response")
@@ -232,8 +232,8 @@ def classify_pairs(body: Any, limit: int, canon: Canon = Canon()) -> tuple[list[
     if flag is not None and not isinstance(flag, bool):
         raise BadRequest(f"use_activation: expected true, false or null, got {type(flag).__name__}")
     if "messages" in body:
-        return (*(list(x) for x in zip(conversation_pair(_turns(body["messages"], "messages"), canon,
-                                                         "messages"))), flag is not False)
+        p, r = conversation_pair(chat_turns(body["messages"], "messages"), canon, "messages")
+        return [p], [r], flag is not False
     if "input" not in body:
         raise BadRequest("input: missing (a templated conversation, or a list of them)")
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
