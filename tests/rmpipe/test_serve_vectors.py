@@ -86,3 +86,30 @@ def test_fit_evaluate_and_serve_on_a_vectors_file(served, tmp_path):
               ).write_parquet(path)
     with pytest.raises(RmpipeError, match=r"trained on backbone 'byo' .*but params \(backbones\.byo\) gives spec"):
         RewardModel(byo, head)
+
+
+def test_the_commands_of_docs_serving_run_on_a_vectors_backbone(served, tmp_path):
+    """`rmpipe embed / fit / evaluate --backbone prod` with `model: vectors:<file>`, as documented."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from rmpipe.cli import app
+
+    params, _ = served
+    path, _ = vectors_file(params, tmp_path / "prod_vectors.parquet")
+    settings = json.loads(json.dumps(dataclasses.asdict(params)))
+    settings["backbones"]["prod"] = {"model": f"vectors:{path}"}
+    settings["embed"].update(backbones=["prod"], store_dir=str(tmp_path / "emb"))
+    settings["fit"]["heads_dir"] = str(tmp_path / "heads")
+    settings["evaluate"]["reports_dir"] = str(tmp_path / "reports")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(settings))
+    runner = CliRunner()
+    for args in (["embed", "--backbone", "prod"], ["fit", "--backbone", "prod", "--method", "naive"],
+                 ["evaluate", "--backbone", "prod"]):
+        result = runner.invoke(app, [*args, "--params", str(params_file)])
+        assert result.exit_code == 0, (args, result.output)
+    assert (tmp_path / "heads" / "prod" / params.dataset / "naive").is_dir()
+    assert "naive" in result.output  # evaluate's table
