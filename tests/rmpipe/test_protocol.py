@@ -16,6 +16,10 @@ Sources read (the input each framework builds):
 - vLLM (commit 055e47c28003156421365af985d676fc921cb075, main after v0.32),
   ``vllm/frontend/entrypoints/pooling/classify/protocol.py`` and ``base/protocol.py``: ``input``
   (str | [str] | token ids) or ``messages``, ``use_activation`` (None: the pooler's default).
+- TRL v1.9.0 (commit f2cd57710ae345ea6428ae95363267fcf38a3dc8, v1.9.0+26),
+  ``trl/trainer/grpo_trainer.py``, ``GRPOTrainer._calculate_rewards``: a plain callable gets
+  ``prompts=, completions=, completion_ids=, **columns`` and returns floats or None
+  (tests/rmpipe/test_serve_protocols.py calls :class:`rmpipe.trl_reward.RmpipeReward` so).
 """
 
 from __future__ import annotations
