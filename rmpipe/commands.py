@@ -59,12 +59,17 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits for more requests"),
     max_request_pairs: int = typer.Option(1024, help="a request with more pairs is refused (413)"),
     max_body_mb: float = typer.Option(16.0, help="a larger request body is refused (413)"),
+    max_pair_chars: int = typer.Option(65536, help="a longer pair (prompt + response characters) is refused (413)"),
+    default_system: list[str] = typer.Option([], help="a default system turn to drop from conversations, "
+                                                      "as the backbone's template's own is (repeatable)"),
 ) -> None:
-    """Serve a head over HTTP: POST /rewards, POST /get_reward (OpenRLHF), GET /info, GET /health."""
+    """Serve a head over HTTP: POST /rewards, POST /get_reward (OpenRLHF), POST /classify (vLLM),
+    GET /info, GET /health. See docs/serving.md."""
     from rmpipe.serve import ServeSettings, serve as run_serve
 
     settings = ServeSettings(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             max_request_pairs=max_request_pairs, max_body_mb=max_body_mb)
+                             max_request_pairs=max_request_pairs, max_body_mb=max_body_mb,
+                             max_pair_chars=max_pair_chars, default_systems=tuple(default_system))
     p = run.params
     run_serve(p, head, settings, log=typer.echo)
 

@@ -1,8 +1,8 @@
 """``rmpipe serve --head HEAD``: a head as an HTTP reward server (FastAPI on uvicorn).
 
-Routes: ``POST /rewards`` (native: a list of ``{prompt, response}``), ``POST /get_reward``
-(OpenRLHF's ``--remote_rm_url`` protocol, see :mod:`rmpipe.protocol`), ``GET /health``,
-``GET /info`` (backbone key, method, the head's card, limits, counters).
+Routes (:mod:`rmpipe.app`; wire formats in :mod:`rmpipe.protocol`, a user's guide in
+docs/serving.md): ``POST /rewards`` (native), ``POST /get_reward`` (OpenRLHF's remote reward
+model), ``POST /classify`` (vLLM's, as VERL's reward loop calls it), ``GET /health``, ``GET /info``.
 
 - Before serving, the head is checked against the embedding store's key and against the key of
   the params' backbone (the function that will embed new pairs): a mismatch is refused at start.
@@ -11,36 +11,27 @@ Routes: ``POST /rewards`` (native: a list of ``{prompt, response}``), ``POST /ge
 - New pairs go through the backbone in the server and are kept in a bounded in-memory cache
   (``RECENT`` pairs); they are **not written to the store**: RL rollouts are mostly one-off, a
   shard per micro-batch would fragment the store, and a read-only store can still be served.
-  ``rmpipe embed``/``score`` remain the way to add pairs to it.
-- Concurrent requests are micro-batched: the first waiting request opens a window of
-  ``max_wait_ms``; what arrived by then (up to ``max_batch`` pairs) is scored in one call, with
-  at most one backbone forward pass for the new pairs among them. One worker thread runs them in
-  turn; the event loop only parses and answers.
+  A vectors backbone (:mod:`stages.embed.vectors`) has no model: it scores the pairs its file
+  holds, and the others come back as missing (NaN here), never as a made-up reward.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import dataclasses
-import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.heads import load_head, sigmoid
+from pipeline.heads import load_head
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import make_pair_id
-from rmpipe.protocol import END_MARKERS, BadRequest, native_pairs, openrlhf_pairs
-from stages.embed import backbones
+from pipeline.table import canonical_prompt, make_pair_id
+from rmpipe.protocol import END_MARKERS, KNOWN_DEFAULT_SYSTEMS, Canon, template_turns
+from stages.embed import backbones, vectors
 from stages.embed.run import Embedder
 
 RECENT = 65_536  # new pairs whose logits the server remembers
@@ -56,21 +47,41 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long the first waiting request holds the batch open
     max_request_pairs: int = 1024  # a request with more is refused (413)
     max_body_mb: float = 16.0  # a body larger than this is refused (413)
+    max_pair_chars: int = 65_536  # a pair (prompt + response) longer than this is refused (413)
+    default_systems: tuple[str, ...] = ()  # more default system turns to drop (--default-system)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise RmpipeError(f"--port {self.port}: not a TCP port (0-65535)")
-        for name in ("max_batch", "max_request_pairs"):
+        for name in ("max_batch", "max_request_pairs", "max_pair_chars"):
             if getattr(self, name) < 1:
                 raise RmpipeError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if not 0 <= self.max_wait_ms <= 1000:
             raise RmpipeError(f"--max-wait-ms {self.max_wait_ms}: must be within 0-1000")
         if self.max_body_mb <= 0:
             raise RmpipeError(f"--max-body-mb {self.max_body_mb}: must be positive")
+        if any(not s.strip() for s in self.default_systems):
+            raise RmpipeError("--default-system: an empty system turn")
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * (1 << 20))
+
+
+def template_default_system(tokenizer) -> str | None:
+    """The system turn a chat template injects into a conversation that has none (SmolLM2's
+    does), read by rendering a one-turn conversation; None when it injects none or the template
+    is not ChatML or Llama-3."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "rmpipe"}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that needs more than this: nothing to learn
+        return None
+    found = template_turns(text) if isinstance(text, str) else None
+    if found and len(found[0]) > 1 and found[0][0]["role"] == "system":
+        return found[0][0]["content"]
+    return None
 
 
 class RewardModel:
@@ -80,10 +91,15 @@ class RewardModel:
     def __init__(self, params: Params, head_dir: str | Path):
         self.head = load_head(head_dir)
         backbone = self.head.backbone
+        spec = params.backbone(backbone)
         # the key before the weights: a GGUF backbone is dequantised only for a head that fits it
-        self.head.check_key(backbones.store_key(params.backbone(backbone), backbone),
-                            f"params (backbones.{backbone})")
-        self.embedder = Embedder(params, backbone)  # resolves the weights; loads nothing yet
+        self.head.check_key(backbones.store_key(spec, backbone), f"params (backbones.{backbone})")
+        if vectors.is_vectors(spec.model):
+            self.vectors_file = backbones.resolve(spec, params.embed.models_dir, backbone).path
+            self.embedder = vectors.VectorLookup(self.vectors_file)
+        else:
+            self.vectors_file = None
+            self.embedder = Embedder(params, backbone)  # resolves the weights; loads nothing yet
         root = params.store_path(backbone)
         self.store_root = root
         self.stored: dict[str, float] = {}
@@ -94,18 +110,35 @@ class RewardModel:
                 self.stored.update(zip(ids, self.head.logits(X).tolist()))
         self.embedder.load()
         self.markers = tuple(dict.fromkeys(END_MARKERS + self.embedder.special_tokens()))
+        backend = getattr(self.embedder, "backend", None)
+        self.template_system = template_default_system(backend.tokenizer) if backend else None
         self.recent: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.stats = collections.Counter()
 
+    def canon(self, settings: ServeSettings) -> Canon:
+        """The conversation rule for this backbone and these settings (rmpipe.protocol)."""
+        systems = (self.template_system,) if self.template_system else ()
+        return Canon(markers=self.markers, max_pair_chars=settings.max_pair_chars,
+                     default_systems=tuple(dict.fromkeys(systems + KNOWN_DEFAULT_SYSTEMS
+                                                         + settings.default_systems)))
+
+    def _known(self, pid: str, prompt: str, response: str) -> float | None:
+        if pid in self.stored:
+            return self.stored[pid]
+        if not prompt.startswith("[{"):  # a lone user turn may be stored as chat turns
+            return self.stored.get(make_pair_id(canonical_prompt([{"role": "user", "content": prompt}]), response))
+        return None
+
     def logits(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """The head's logits of canonical pairs, from the store, the recent cache, or one
-        forward pass over the pairs neither holds."""
+        forward pass over the pairs neither holds; NaN for a pair a vectors file lacks."""
         ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
         out = np.empty(len(ids), dtype=np.float32)
         todo: dict[str, list[int]] = {}
         for i, pid in enumerate(ids):
-            if pid in self.stored:
-                out[i] = self.stored[pid]
+            known = self._known(pid, prompts[i], responses[i])
+            if known is not None:
+                out[i] = known
                 self.stats["store_hits"] += 1
             elif pid in self.recent:
                 self.recent.move_to_end(pid)
@@ -119,146 +152,26 @@ class RewardModel:
             X = self.embedder([prompts[i] for i in first], [responses[i] for i in first])
             new = self.head.logits(X)
             self.stats["forward_batches"] += 1
-            self.stats["computed"] += len(first)
             for (pid, rows), value in zip(todo.items(), new):
                 out[rows] = value
+                if np.isnan(value):
+                    self.stats["missing"] += len(rows)
+                    continue
+                self.stats["computed"] += 1
                 self.recent[pid] = float(value)
                 if len(self.recent) > RECENT:
                     self.recent.popitem(last=False)
         return out
 
+    def missing_note(self, count: int) -> str:
+        return (f"{count} pair(s) have no vector in {self.vectors_file}: this backbone reads vectors "
+                f"computed elsewhere and cannot embed new text; add them to the file and restart")
+
     def info(self) -> dict:
         return {"backbone": self.head.backbone, "spec_hash": self.head.spec_hash,
                 "method": self.head.method, "head": str(self.head.folder),
                 "store": {"path": str(self.store_root), "pairs": len(self.stored)},
-                "card": self.head.card.to_dict()}
-
-
-class Batcher:
-    """Collects concurrent requests into micro-batches scored by one worker thread."""
-
-    def __init__(self, model: RewardModel, max_batch: int, max_wait_ms: float):
-        self.model, self.max_batch, self.wait = model, max_batch, max_wait_ms / 1000
-        self.pending: collections.deque = collections.deque()
-        self.arrived = asyncio.Event()
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmpipe-score")
-        self.largest = 0  # most requests ever answered by one micro-batch
-
-    async def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((prompts, responses, future))
-        self.arrived.set()
-        return await future
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self.arrived.wait()
-            self.arrived.clear()
-            if not self.pending:
-                continue
-            if sum(len(p) for p, _, _ in self.pending) < self.max_batch and self.wait > 0:
-                await asyncio.sleep(self.wait)
-            while self.pending:
-                batch, size = [], 0
-                while self.pending and (not batch or size + len(self.pending[0][0]) <= self.max_batch):
-                    item = self.pending.popleft()
-                    batch.append(item)
-                    size += len(item[0])
-                await self._answer(loop, batch)
-
-    async def _answer(self, loop, batch: list) -> None:
-        prompts = [p for item in batch for p in item[0]]
-        responses = [r for item in batch for r in item[1]]
-        self.largest = max(self.largest, len(batch))
-        try:
-            logits = await loop.run_in_executor(self.worker, self.model.logits, prompts, responses)
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        start = 0
-        for p, _, future in batch:
-            if not future.done():  # the client may have gone
-                future.set_result(logits[start:start + len(p)])
-            start += len(p)
-
-
-def build_app(model: RewardModel, settings: ServeSettings):
-    """The FastAPI app over ``model``; the batcher runs for the app's lifetime."""
-    import contextlib
-
-    state: dict = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        batcher = Batcher(model, settings.max_batch, settings.max_wait_ms)
-        task = asyncio.create_task(batcher.run())
-        state["batcher"] = batcher
-        try:
-            yield
-        finally:
-            task.cancel()
-            batcher.worker.shutdown(wait=False, cancel_futures=True)
-
-    app = FastAPI(title="rmpipe reward server", lifespan=lifespan)
-
-    async def body_json(request: Request):
-        limit = settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BadRequest(f"body of {int(declared)} bytes is over the limit of {limit} (--max-body-mb)", 413)
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise BadRequest(f"body is over the limit of {limit} bytes (--max-body-mb)", 413)
-        try:
-            return json.loads(bytes(raw))
-        except ValueError as exc:
-            raise BadRequest(f"body is not JSON ({str(exc).splitlines()[0][:120]})") from None
-
-    async def rewards(request: Request, parse) -> tuple[list[float], list[float]]:
-        prompts, responses = parse(await body_json(request))
-        batcher = state["batcher"]
-        batcher.model.stats["requests"] += 1
-        batcher.model.stats["pairs"] += len(prompts)
-        logits = await batcher.score(prompts, responses)
-        return sigmoid(logits).astype(np.float64).tolist(), logits.astype(np.float64).tolist()
-
-    @app.exception_handler(BadRequest)
-    async def refused(_request, exc: BadRequest):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    @app.exception_handler(RmpipeError)
-    async def store_trouble(_request, exc: RmpipeError):  # e.g. a shard corrupted under us
-        return JSONResponse({"error": str(exc)}, status_code=500)
-
-    @app.post("/rewards")
-    async def native(request: Request):
-        """A JSON list of {prompt, response} -> {"rewards": [...], "logits": [...]} in order."""
-        reward, logit = await rewards(request, lambda b: native_pairs(b, settings.max_request_pairs))
-        return {"rewards": reward, "logits": logit}
-
-    @app.post("/get_reward")
-    async def openrlhf(request: Request):
-        """OpenRLHF's remote reward model: {"query", "prompts", "labels"} -> {"rewards", ...}."""
-        reward, logit = await rewards(
-            request, lambda b: openrlhf_pairs(b, settings.max_request_pairs, model.markers))
-        return {"rewards": reward, "scores": reward, "extra_logs": {"rmpipe_logit": logit}}
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok"}
-
-    @app.get("/info")
-    async def info():
-        batcher = state["batcher"]
-        counters = {"largest_micro_batch_requests": batcher.largest, **model.stats}
-        return {**model.info(), "limits": dataclasses.asdict(settings), "stats": counters}
-
-    return app
+                "vectors_file": self.vectors_file, "card": self.head.card.to_dict()}
 
 
 class ServerThread:
@@ -300,12 +213,21 @@ def serve(params: Params, head_dir: str | Path, settings: ServeSettings, *, log=
     """Load and check everything, then serve until interrupted (Ctrl-C stops it cleanly)."""
     import uvicorn
 
+    from rmpipe.app import build_app
+
     start = time.perf_counter()
     model = RewardModel(params, head_dir)
     app = build_app(model, settings)
     log(f"rmpipe serve: head {model.head.folder} ({model.head.backbone}, {model.head.method}), "
         f"{len(model.stored)} stored pairs ready in {time.perf_counter() - start:.1f} s; "
         f"http://{settings.host}:{settings.port}  POST /rewards  POST /get_reward (OpenRLHF)  "
-        f"GET /info  GET /health")
+        f"POST /classify (vLLM)  GET /info  GET /health")
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def build_app(model: RewardModel, settings: ServeSettings):
+    """The FastAPI app (:func:`rmpipe.app.build_app`), importable from here as before."""
+    from rmpipe.app import build_app as build
+
+    return build(model, settings)

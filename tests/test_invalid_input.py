@@ -86,6 +86,8 @@ CASES = [
      r"backbones\.minilm\.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("vllm layer", {"backbones.minilm.backend": "vllm", "backbones.minilm.layer": -2}, EMBED, 2,
      r"backbones\.minilm\.layer must be -1 with backend vllm"),
+    ("model: no vectors file", {"backbones.minilm.model": "vectors:mine.parquet"}, EMBED, 2,
+     r"backbones\.minilm\.model: 'vectors:mine\.parquet': no such file; a vectors backbone names a Parquet file"),
     ("model: no such folder", {"backbones.minilm.model": "./models/no-such-model"}, EMBED, 2,
      r"backbones\.minilm\.model: './models/no-such-model': no such file or folder; it should name a local folder"),
     ("model: hub id not cached, hub off", {"backbones.minilm.model": "no-such-org/no-such-model"}, EMBED, 2,

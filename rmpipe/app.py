@@ -1,0 +1,197 @@
+"""The reward server's HTTP app: routes, micro-batching, and the limits that keep it serving.
+
+- Concurrent requests are micro-batched: the first waiting request opens a window of
+  ``max_wait_ms``; what arrived by then (up to ``max_batch`` pairs) is scored in one call, with
+  at most one backbone forward pass for the new pairs among them. One worker thread runs them in
+  turn.
+- The event loop only reads bodies and answers: decoding JSON and turning it into pairs runs on a
+  thread too, so one large request does not hold up ``/health`` or other clients.
+- Abuse is a one-line 4xx: a body over ``--max-body-mb`` or a pair over ``--max-pair-chars``
+  (413), JSON nested deeper than the decoder's recursion limit (400), a malformed body (400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipeline.errors import RmpipeError
+from pipeline.heads import sigmoid
+from rmpipe.protocol import BadRequest, classify_pairs, native_pairs, openrlhf_pairs
+
+
+class Batcher:
+    """Collects concurrent requests into micro-batches scored by one worker thread."""
+
+    def __init__(self, model, max_batch: int, max_wait_ms: float):
+        self.model, self.max_batch, self.wait = model, max_batch, max_wait_ms / 1000
+        self.pending: collections.deque = collections.deque()
+        self.arrived = asyncio.Event()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmpipe-score")
+        self.largest = 0  # most requests ever answered by one micro-batch
+
+    async def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        if not prompts:
+            return np.empty(0, dtype=np.float32)
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((prompts, responses, future))
+        self.arrived.set()
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.arrived.wait()
+            self.arrived.clear()
+            if not self.pending:
+                continue
+            if sum(len(p) for p, _, _ in self.pending) < self.max_batch and self.wait > 0:
+                await asyncio.sleep(self.wait)
+            while self.pending:
+                batch, size = [], 0
+                while self.pending and (not batch or size + len(self.pending[0][0]) <= self.max_batch):
+                    item = self.pending.popleft()
+                    batch.append(item)
+                    size += len(item[0])
+                await self._answer(loop, batch)
+
+    async def _answer(self, loop, batch: list) -> None:
+        prompts = [p for item in batch for p in item[0]]
+        responses = [r for item in batch for r in item[1]]
+        self.largest = max(self.largest, len(batch))
+        try:
+            logits = await loop.run_in_executor(self.worker, self.model.logits, prompts, responses)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for p, _, future in batch:
+            if not future.done():  # the client may have gone
+                future.set_result(logits[start:start + len(p)])
+            start += len(p)
+
+
+def decode(raw: bytes, parse):
+    """Body bytes -> JSON -> ``parse(body)``; run on a thread, off the event loop."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("body: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"body is not JSON ({str(exc).splitlines()[0][:120]})") from None
+    return parse(body)
+
+
+def floats(values: np.ndarray) -> list:
+    """JSON numbers, ``None`` where a pair could not be scored (NaN)."""
+    return [None if np.isnan(v) else v for v in values.astype(np.float64).tolist()]
+
+
+def build_app(model, settings):
+    """The FastAPI app over ``model`` (:class:`rmpipe.serve.RewardModel`); the batcher runs for
+    the app's lifetime."""
+    state: dict = {}
+    canon = model.canon(settings)
+    limit = settings.max_request_pairs
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        batcher = Batcher(model, settings.max_batch, settings.max_wait_ms)
+        task = asyncio.create_task(batcher.run())
+        state["batcher"] = batcher
+        try:
+            yield
+        finally:
+            task.cancel()
+            batcher.worker.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="rmpipe reward server", lifespan=lifespan)
+
+    async def body(request: Request, parse):
+        cap = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise BadRequest(f"body of {int(declared)} bytes is over the limit of {cap} (--max-body-mb)", 413)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > cap:
+                raise BadRequest(f"body is over the limit of {cap} bytes (--max-body-mb)", 413)
+        return await asyncio.to_thread(decode, bytes(raw), parse)
+
+    async def logits_of(prompts: list[str], responses: list[str]) -> np.ndarray:
+        model.stats["requests"] += 1
+        model.stats["pairs"] += len(prompts)
+        return await state["batcher"].score(prompts, responses)
+
+    def refuse_missing(logits: np.ndarray) -> None:
+        missing = np.flatnonzero(np.isnan(logits))
+        if len(missing):
+            raise BadRequest(f"{model.missing_note(len(missing))} (item {int(missing[0])} first)", 422)
+
+    @app.exception_handler(BadRequest)
+    async def refused(_request, exc: BadRequest):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RmpipeError)
+    async def store_trouble(_request, exc: RmpipeError):  # e.g. a shard corrupted under us
+        return JSONResponse({"error": str(exc)}, status_code=500)
+
+    @app.post("/rewards")
+    async def native(request: Request):
+        """A JSON list of {prompt, response} -> {"rewards": [...], "logits": [...]} in order; a
+        pair a vectors backbone has no vector for is null, listed in "missing"."""
+        logits = await logits_of(*await body(request, lambda b: native_pairs(b, limit, canon)))
+        out = {"rewards": floats(sigmoid(logits)), "logits": floats(logits)}
+        missing = np.flatnonzero(np.isnan(logits))
+        if len(missing):
+            out.update(missing=missing.tolist(), note=model.missing_note(len(missing)))
+        return out
+
+    @app.post("/get_reward")
+    async def openrlhf(request: Request):
+        """OpenRLHF's remote reward model: {"query", "prompts", "labels"} -> {"rewards", "scores",
+        "extra_logs"}; empty lists (another server's share) are answered with empty lists."""
+        logits = await logits_of(*await body(request, lambda b: openrlhf_pairs(b, limit, canon)))
+        refuse_missing(logits)
+        rewards = floats(sigmoid(logits))
+        return {"rewards": rewards, "scores": rewards, "extra_logs": {"rmpipe_logit": floats(logits)}}
+
+    @app.post("/classify")
+    async def classify(request: Request):
+        """vLLM's classify API: one ``data`` item a conversation, ``probs`` = [σ(logit)], or
+        [logit] with ``use_activation: false``."""
+        prompts, responses, activation = await body(request, lambda b: classify_pairs(b, limit, canon))
+        logits = await logits_of(prompts, responses)
+        refuse_missing(logits)
+        values = floats(sigmoid(logits) if activation else logits)
+        return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+                "model": str(model.head.folder),
+                "data": [{"index": i, "label": "reward", "probs": [v], "num_classes": 1}
+                         for i, v in enumerate(values)],
+                "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0}}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info():
+        batcher = state["batcher"]
+        counters = {"largest_micro_batch_requests": batcher.largest, **model.stats}
+        return {**model.info(), "limits": dataclasses.asdict(settings),
+                "default_systems": list(canon.default_systems), "stats": counters}
+
+    return app
