@@ -1,4 +1,4 @@
-"""Quality of every method on the built-in default dataset over seeds (METHOD.md's evaluation).
+"""Quality of every method on the built-in default dataset over seeds (docs/method.md's evaluation).
 
     .venv/bin/python bench/fit_quality.py                     # backbone minilm, seeds 0 1 2
     .venv/bin/python bench/fit_quality.py --seeds 0 1 2 --backbone minilm --params params.yaml

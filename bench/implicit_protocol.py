@@ -48,7 +48,7 @@ METRICS = ("r2", "mae", "auroc", "bon_gap_closed")
 
 
 def best_of_n(groups, rating, reward) -> dict:
-    """METHOD.md's best-of-N: per group of ≥ 2 rated responses, the rating of the top-reward one
+    """docs/method.md's best-of-N: per group of ≥ 2 rated responses, the rating of the top-reward one
     (ties: their mean) against the group's mean and max; share of the gap closed (ratio of sums)."""
     fn = getattr(M, "best_of_n", None)
     if fn is not None:

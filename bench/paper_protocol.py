@@ -3,7 +3,7 @@
 For each data set (the pairwise hh-rlhf harmless-base, PandaLM and LLMBar; the graded
 arena-bench-v1 and wmt-mqm-ted-ende; or a user's own rated file, ``--data file:PATH``) × backbone:
 simulate observational
-feedback (METHOD.md; α = 0.5, target 0.2, (rho_pos, rho_neg) ∈ {(0.1, 0.2), (0.2, 0.1)}), fit
+feedback (docs/method.md; α = 0.5, target 0.2, (rho_pos, rho_neg) ∈ {(0.1, 0.2), (0.2, 0.1)}), fit
 every method per seed (simulation, propensity folds and head all seeded alike) with the true
 noise rates and again with anchor-estimated ones, plus an ``oracle`` head — the same head on a
 copy with every row observed and ``feedback = label``, i.e. what no real user gives — and score
@@ -62,7 +62,7 @@ def fit_params(base: FitParams, rho, seed: int, max_epochs: int, patience: int, 
 
 
 def score(draw: Draw, model) -> dict:
-    """Metrics of ``σ(f)`` on the clean test split (METHOD.md, "Evaluation")."""
+    """Metrics of ``σ(f)`` on the clean test split (docs/method.md, "Evaluation")."""
     import torch
 
     from stages.evaluate import metrics as M

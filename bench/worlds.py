@@ -4,7 +4,7 @@ semi-synthetic worlds where the reward is learnable by construction.
 A :class:`Draw` is one simulated data set, split into what a fit may see (train and val rows:
 embedding, split, ``o``, ``ỹ``) and what only scoring may read (clean labels of every row, the
 test split's ratings and comparisons). Real sets come from ``stages.prepare.run.build`` in memory,
-so the simulation is exactly the pipeline's; the worlds follow METHOD.md's protocol too:
+so the simulation is exactly the pipeline's; the worlds follow docs/method.md's protocol too:
 
 - ``embedding`` world: all the shared texts together, with a known five-level reward that is a
   function of their real embeddings (``z = e·u + 0.5 tanh(e·v) + ε`` on whitened PCA coordinates,

@@ -71,7 +71,7 @@ class SourceParams:
 
 @dataclass(frozen=True)
 class ImplicitSimParams:
-    """Implicit mode's simulation (METHOD.md, "Implicit feedback"): the good responses are acted
+    """Implicit mode's simulation (docs/method.md, "Implicit feedback"): the good responses are acted
     on with the explicit protocol's propensity; ``rho_neg`` adds mis-clicks on bad ones."""
 
     rho_neg: float = 0.0  # P(a = 1 | y = 0)
@@ -85,7 +85,7 @@ class ImplicitSimParams:
 
 @dataclass(frozen=True)
 class SimulateParams:
-    """The paper's protocol (METHOD.md): propensity from the rating, then label noise."""
+    """The paper's protocol (docs/method.md): propensity from the rating, then label noise."""
 
     enabled: bool = True
     alpha: float = 0.5
@@ -321,7 +321,7 @@ class GuardParams:
 
 @dataclass(frozen=True)
 class PUParams:
-    """Implicit mode's nuisance quantities (METHOD.md, "Implicit feedback"): each given, or None
+    """Implicit mode's nuisance quantities (docs/method.md, "Implicit feedback"): each given, or None
     to estimate it. ``c``: the constant labelling frequency of scar (Elkan & Noto's e1 on a
     held-out classifier of the action); ``prior``: the class prior π of upu/nnpu (from ``c``:
     π = P(a = 1) / c); ``rho_neg``: the mis-click rate of sar_noise (None: the low quantile

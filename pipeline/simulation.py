@@ -1,4 +1,4 @@
-"""Observational feedback from clean ratings: the paper's protocol (METHOD.md, "Simulating
+"""Observational feedback from clean ratings: the paper's protocol (docs/method.md, "Simulating
 observational feedback"), exactly, plus named alternative propensity shapes and the implicit
 (positive-unlabelled) variant. The one home of this maths: prepare, the synthetic worlds of the
 tests and the benches all call it.
@@ -123,7 +123,7 @@ def flips(label: np.ndarray, u_pos: np.ndarray, u_neg: np.ndarray, rho_pos: floa
 
 
 def realised_rates(observed, feedback, label=None, propensity=None) -> dict:
-    """Realised rates, to report beside the requested ones (METHOD.md: always). Flip rates
+    """Realised rates, to report beside the requested ones (docs/method.md: always). Flip rates
     need clean labels; ``feedback`` may be -1 or anything where not observed."""
     o = np.asarray(observed, dtype=bool)
     out = {"rows": int(o.size), "observed": int(o.sum()),

@@ -1,7 +1,7 @@
 """A Gaussian embedding world with known ground truth, observed through the paper's protocol.
 
 Embeddings ``e ~ N(0, I_D)``; a latent quality ``z = e·u + 0.5·tanh(e·v) + ε`` is cut into five
-rating levels 0–4 (HelpSteer's scale); then METHOD.md's simulation through
+rating levels 0–4 (HelpSteer's scale); then docs/method.md's simulation through
 :mod:`pipeline.simulation`: ``p = α^(5 − s')`` scaled to the target observation rate,
 ``o ~ Bernoulli(p)``, clean label ``y = 1[s > 2]``, and flips on observed rows with ``rho_pos`` /
 ``rho_neg``. For tests and benches: the truth (``label``, ``propensity``) is returned beside

@@ -1,7 +1,7 @@
 """Token states to one vector per sequence: a closed set of named modes, each a few lines.
 
 ``last`` takes the last *real* token, found from the attention mask, so it is right for left and
-right padding alike (position -1 is a pad token under right padding: METHOD.md). ``mean``
+right padding alike (position -1 is a pad token under right padding: docs/method.md). ``mean``
 averages real tokens only. A row with no real token (all padding) pools to zeros in both modes
 rather than to whatever a pad position holds. Padded positions are masked with ``where``, not
 multiplied by 0, so a NaN or inf at a pad position (left padding can produce them) cannot leak.

@@ -1,4 +1,4 @@
-"""Prompt-response pairs to token ids, the way the reference does it (METHOD.md).
+"""Prompt-response pairs to token ids, the way the reference does it (docs/method.md).
 
 Chat models get the tokenizer's chat template over ``[user: prompt, assistant: response]`` (a
 multi-turn prompt keeps its turns); encoders without a template get the tokenizer's own pair

@@ -1,4 +1,4 @@
-"""Metrics against clean labels (METHOD.md, "Evaluation", "Best-of-N"): the reward ``σ(f)``
+"""Metrics against clean labels (docs/method.md, "Evaluation", "Best-of-N"): the reward ``σ(f)``
 compared with the clean label ``y`` — R², MAE, RMSE, MSE (where debiasing shows), AUROC and
 Pearson (ranking, which debiasing barely moves) — plus Spearman against a scalar rating, pairwise
 accuracy over human comparisons, and best-of-N and NDCG within groups of responses to one prompt,
@@ -80,7 +80,7 @@ def rated_groups(group_ids, ratings, rewards) -> list[tuple[np.ndarray, np.ndarr
 
 
 def best_of_n(group_ids, ratings, rewards) -> dict:
-    """Best-of-N over groups (METHOD.md, "Best-of-N"): per group the rating of the response with
+    """Best-of-N over groups (docs/method.md, "Best-of-N"): per group the rating of the response with
     the highest reward (tied rewards: their mean rating), the group's mean rating (a random pick)
     and its maximum; their means over groups, and the share of the best − random gap closed as a
     ratio of sums (all-tied groups add nothing). ``bon_groups`` = groups used; with none, or no

@@ -1,6 +1,6 @@
 """Stage two on arrays: check the inputs, fit the nuisance models once, then one head a method.
 
-Order (METHOD.md): nuisance models first — propensity ``p̂`` on all training rows, the feedback
+Order (docs/method.md): nuisance models first — propensity ``p̂`` on all training rows, the feedback
 classifier ``h`` on observed training rows (anchor noise rates, imputation) — then frozen; then
 each method's coefficients on the train and val splits, and the one training loop. Nothing here
 reads clean labels: :class:`FitInputs` has no place for them.

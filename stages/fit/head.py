@@ -1,5 +1,5 @@
 """The reward head: a small MLP on the frozen embedding, ``D → 256 → 64 → 1`` with LeakyReLU by
-default (METHOD.md, "The head"; the reference's architecture). Its output is a logit ``f(e)``;
+default (docs/method.md, "The head"; the reference's architecture). Its output is a logit ``f(e)``;
 the reward is ``σ(f)``.
 
 ``hidden: []`` makes a *linear* head, ``f(e) = w·e``, with no bias: a Llama-family

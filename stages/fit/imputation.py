@@ -1,4 +1,4 @@
-"""Imputed labels ``ĝ`` for the doubly robust methods (METHOD.md, "causalrm_dr").
+"""Imputed labels ``ĝ`` for the doubly robust methods (docs/method.md, "CausalRM").
 
 A classifier of ``ỹ`` on observed rows estimates the *noisy* label ``P(ỹ=1|x)``; the reference
 imputes that. Because ``P(ỹ=1|x) = rho_neg + d · P(y=1|x)``, rmpipe inverts it to the *clean*

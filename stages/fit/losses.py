@@ -1,11 +1,11 @@
 """CausalRM's losses, written as coefficients on the two cross-entropy terms.
 
-Every method's per-row loss (METHOD.md, "Losses") is ``a1 · ℓ(f, 1) + a0 · ℓ(f, 0)`` with
+Every method's per-row loss (docs/method.md, "Losses") is ``a1 · ℓ(f, 1) + a0 · ℓ(f, 0)`` with
 ``ℓ(f, 1) = −log σ(f)`` and ``ℓ(f, 0) = −log(1 − σ(f))``; the methods differ only in the
 coefficients (see :mod:`stages.fit.methods`). Summing the two terms separately gives the
 per-class split of the non-negative guard:
 ``R₁ = mean(a1 · ℓ(f, 1))`` and ``R₀ = mean(a0 · ℓ(f, 0))`` (Kiryo et al. 2017, nnPU, with
-METHOD.md's split), each an estimate of a clean class's risk and so ``≥ 0`` for any real head.
+docs/method.md's split), each an estimate of a clean class's risk and so ``≥ 0`` for any real head.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def surrogate_coefficients(feedback: np.ndarray, rho_pos: float, rho_neg: float
     ``ℓ̃(f, 1) = [(1 − rho_neg) · ℓ(f, 1) − rho_pos · ℓ(f, 0)] / d``,
     ``ℓ̃(f, 0) = [(1 − rho_pos) · ℓ(f, 0) − rho_neg · ℓ(f, 1)] / d``, ``d = 1 − rho_pos − rho_neg``;
     so for observed label ``ỹ``: ``c1 = [(1 − rho_neg)·1[ỹ=1] − rho_neg·1[ỹ=0]] / d`` and
-    ``c0 = [(1 − rho_pos)·1[ỹ=0] − rho_pos·1[ỹ=1]] / d`` (METHOD.md's R₁/R₀ split).
+    ``c0 = [(1 − rho_pos)·1[ỹ=0] − rho_pos·1[ỹ=1]] / d`` (docs/method.md's R₁/R₀ split).
     """
     d = 1.0 - rho_pos - rho_neg
     pos = np.asarray(feedback) == 1

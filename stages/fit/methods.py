@@ -1,5 +1,5 @@
-"""The methods registry: naive, ips, dr, noise, causalrm, causalrm_dr (METHOD.md, "Losses"), and
-for implicit feedback pu_naive, scar, upu, nnpu, sar, sar_noise (METHOD.md, "Implicit feedback").
+"""The methods registry: naive, ips, dr, noise, causalrm, causalrm_dr (docs/method.md, "Losses"), and
+for implicit feedback pu_naive, scar, upu, nnpu, sar, sar_noise (docs/method.md, "Implicit feedback").
 
 Each method is a small frozen dataclass that turns a row's nuisance values into the coefficients
 ``(a1, a0)`` of its loss ``a1 · ℓ(f, 1) + a0 · ℓ(f, 0)``; :mod:`stages.fit.train` serves them
@@ -7,7 +7,7 @@ all. Notation: ``o`` observed, ``ỹ`` feedback (0 where unobserved), ``w = o / 
 clipped, ``ĝ`` the imputed label, ``(c1, c0)`` the class coefficients of the observed term —
 ``(ỹ, 1 − ỹ)`` plain, or the noise-corrected surrogate's (:func:`losses.surrogate_coefficients`).
 A DR loss ``ℓ(f, ĝ) + o · (ℓ_obs − ℓ(f, ĝ)) / p̂`` has coefficients
-``a1 = ĝ + w · (c1 − ĝ)`` and ``a0 = (1 − ĝ) + w · (c0 − (1 − ĝ))`` (METHOD.md's split for DR).
+``a1 = ĝ + w · (c1 − ĝ)`` and ``a0 = (1 − ĝ) + w · (c0 − (1 − ĝ))`` (docs/method.md's split for DR).
 
 Implicit methods (``feedback = "implicit"``) read ``a`` (in ``feedback``: 1 acted, 0 not) on every
 row. Their names differ from the explicit ones (``pu_naive``, not ``naive``): one registry, and a

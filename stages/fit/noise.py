@@ -1,4 +1,4 @@
-"""Noise rates: given, or estimated by anchor points (METHOD.md, "Nuisance models").
+"""Noise rates: given, or estimated by anchor points (docs/method.md, "Nuisance models").
 
 ``P(ỹ = 1 | x) = rho_neg + d · P(y = 1 | x)`` with ``d = 1 − rho_pos − rho_neg``, so at anchors
 (``P(y=1|x)`` ≈ 0 or 1) the feedback classifier's score reaches ``rho_neg`` and ``1 − rho_pos``.

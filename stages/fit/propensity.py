@@ -1,4 +1,4 @@
-"""The propensity ``p̂(e) = P(o = 1 | e)`` and its diagnostics (METHOD.md, "Nuisance models").
+"""The propensity ``p̂(e) = P(o = 1 | e)`` and its diagnostics (docs/method.md, "Nuisance models").
 
 Fitted on *all* training rows with K-fold cross-fitting (out-of-fold ``p̂``), or taken from a
 ``propensity_logged`` column as given; either way clipped to ``[clip_min, 1]``. Diagnostics:

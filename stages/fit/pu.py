@@ -1,4 +1,4 @@
-"""Implicit mode's nuisance quantities (METHOD.md, "Implicit feedback"): what must be known or
+"""Implicit mode's nuisance quantities (docs/method.md, "Implicit feedback"): what must be known or
 estimated about the labelling mechanism, fitted once on the train split, then frozen.
 
 With no mis-clicks ``P(a = 1 | x) = e(x) · P(y = 1 | x)``: a classifier of the action alone

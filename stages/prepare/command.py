@@ -43,7 +43,7 @@ def prepare(
     feedback: Optional[str] = typer.Option(None, help="explicit | implicit (clicks/copies: 1 acted, 0 not)"),
 ) -> None:
     """Turn a source into the feedback table (data/prepared/<dataset>/feedback.parquet),
-    simulating observational feedback as METHOD.md describes unless the source has logs."""
+    simulating observational feedback as docs/method.md describes unless the source has logs."""
     from stages.prepare.run import prepare as run_prepare, summary
 
     p = run.params

@@ -1,4 +1,4 @@
-"""The paper's datasets through ``datasets.load_dataset`` (METHOD.md, "Source schemas").
+"""The paper's datasets through ``datasets.load_dataset`` (docs/method.md, "Source schemas").
 
 Every rating becomes "higher is better". ``prepare.source.path`` points the same
 ``load_dataset`` call at a local folder laid out like the hub repository (offline use, tests).

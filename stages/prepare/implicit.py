@@ -1,4 +1,4 @@
-"""Implicit feedback (METHOD.md, "Implicit feedback (positive-unlabelled)"): each row is an
+"""Implicit feedback (docs/method.md, "Implicit feedback (positive-unlabelled)"): each row is an
 impression and ``feedback`` says whether the user acted (1: clicked, copied) or not (0). A 0 is
 not a "no": it is unlabelled. ``observed`` carries no information (every row is an impression,
 so it is true everywhere); ``propensity_logged``, where present, is the *labelling* propensity

@@ -115,7 +115,7 @@ def _keep_users_label(df: pl.DataFrame, where: str) -> None:
 
 
 def _simulate(df: pl.DataFrame, sim: Simulator, loaded: Loaded) -> tuple[pl.DataFrame, dict]:
-    """METHOD.md's protocol on the train and val rows; test rows stay clean."""
+    """docs/method.md's protocol on the train and val rows; test rows stay clean."""
     rating = df["rating"].to_numpy()
     if df["rating"].null_count() or np.isnan(rating).any():
         raise RmpipeError(f"{loaded.where}: column rating: missing or NaN ratings cannot be simulated")

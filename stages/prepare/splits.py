@@ -1,5 +1,5 @@
 """Splits by prompt: every response to one prompt lands in one split, so nothing a model is
-scored on was seen (as a prompt or as a response to it) during training (METHOD.md step 6)."""
+scored on was seen (as a prompt or as a response to it) during training (docs/method.md, simulation step 6)."""
 
 from __future__ import annotations
 

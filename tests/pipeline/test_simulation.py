@@ -1,4 +1,4 @@
-"""pipeline.simulation against METHOD.md's protocol: realised rates within 4 binomial standard
+"""pipeline.simulation against docs/method.md's protocol: realised rates within 4 binomial standard
 errors on >= 100k rows, the re-scaling when the cap at 1 binds, the propensity's shapes,
 thresholds, determinism; the synthetic world draws through the same maths."""
 

@@ -33,7 +33,7 @@ def test_same_seed_gives_the_same_head():
 
 # Margins measured with these settings (seeds 0-5, anchor rates from the default CV-chosen C):
 # causalrm - naive R² 0.12 to 0.60, naive - causalrm MAE 0.059 to 0.23 (AUROC moved -0.013 to
-# +0.042: not asserted, METHOD.md).
+# +0.042: not asserted, docs/method.md).
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_causalrm_beats_naive_on_r2_and_mae_in_a_world_with_known_truth(seed):
