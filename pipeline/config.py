@@ -33,9 +33,9 @@ SHAPES = ("monotone", "extremes")  # pipeline/simulation.py
 POOLINGS = ("last", "mean")  # stages/embed/pooling.py
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "vllm")
-CLASSIFIERS = ("logistic", "lightgbm")  # stages/fit/nuisance.py
+CLASSIFIERS = ("logistic", "lightgbm")  # pipeline/nuisance.py
 TARGETS = ("clean", "noisy")  # stages/fit/imputation.py
-ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # stages/fit/head.py
+ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # pipeline/reward_head.py
 
 
 # --- prepare -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.atomic import write_json
 from pipeline.errors import RmpipeError
-from pipeline.store import file_sha256
+from pipeline.shards import file_sha256
 
 FORMAT_VERSION = 1
 CARD = "card.json"
@@ -231,7 +231,7 @@ def load_nuisance(folder: str | Path, card: HeadCard):
     """``(features, propensity, feedback_model)`` from a head folder (each None if absent)."""
     from safetensors.numpy import load_file
 
-    from stages.fit.nuisance import CrossFitClassifier, Features
+    from pipeline.nuisance import CrossFitClassifier, Features
 
     folder = Path(folder)
     desc = card.nuisance
@@ -359,7 +359,7 @@ def load_head(folder: str | Path) -> Head:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from stages.fit.head import RewardHead
+    from pipeline.reward_head import RewardHead
 
     folder = Path(folder)
     card = read_card(folder)

@@ -68,7 +68,8 @@ def cache_verify(
     store_dir: StoreDir = None,
 ) -> None:
     """Check every shard against its manifest (size, checksum, rows); name any bad one."""
-    from pipeline.store import EmbeddingStore, repair_store, store_folders
+    from pipeline.store import EmbeddingStore, store_folders
+    from pipeline.store_repair import repair_store
 
     store_dir = Path(load(params, store_dir=store_dir).embed.store_dir)
     folders = store_folders(store_dir)

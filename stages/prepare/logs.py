@@ -24,7 +24,7 @@ from pipeline.errors import RmpipeError
 from pipeline.reader import CONTRACT, read_user_table
 from pipeline.table import SCHEMA, _refuse_rows, pair_ids, validate
 from stages.prepare.implicit import IMPLICIT_HINT, check_logged
-from stages.prepare.sources import Loaded, group_key
+from stages.prepare.rows import Loaded, group_key
 
 MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "feedback",
             "label", "rating", "propensity_logged", "pair_id")

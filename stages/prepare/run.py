@@ -21,7 +21,8 @@ from pipeline.errors import RmpipeError
 from pipeline.simulation import Simulator, rating_info, realised_rates, threshold
 from pipeline.table import OLD_PROVENANCE, Provenance, _refuse_rows, pair_ids, provenance_path, validate
 from stages.prepare import implicit
-from stages.prepare.sources import Loaded, load_source
+from stages.prepare.rows import Loaded
+from stages.prepare.sources import load_source
 from stages.prepare.splits import assign_splits, straddling
 
 TEST_NOTE = "test rows are clean and fully observed: observed = true, feedback = label"

@@ -62,7 +62,7 @@ def test_the_closed_sets_are_the_ones_the_code_implements():
     """Params and the CLI take their choices from pipeline.config; the code must implement them."""
     from pipeline import config
     from stages.embed.pooling import POOLERS
-    from stages.fit.head import ACTIVATIONS
+    from pipeline.reward_head import ACTIVATIONS
     from stages.fit.methods import METHODS, methods_for
     from pipeline.simulation import SHAPES
 
