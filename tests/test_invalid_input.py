@@ -2,8 +2,8 @@
 one line naming the setting (or file, row, column) at fault, and nothing written.
 
 A row is ``(id, settings, args, exit code, message regex)``: ``settings`` are dotted-path
-overrides of a small valid params file (``{"fit.head.lr": 0}``), ``args`` the command line
-(``--params <that file>`` is added). Each command runs in an empty folder, so "nothing
+overrides of a small valid params file (``{"fit.head.lr": 0}``), or a string written as the file
+verbatim; ``args`` the command line (``--params <that file>`` is added unless it names its own). Each command runs in an empty folder, so "nothing
 written" means the folder holds only the params file afterwards. Settings cases fail at load,
 before any model or fit runs, so the whole table takes seconds.
 """
@@ -129,6 +129,12 @@ CASES = [
      r"Invalid value for '--method'.*'causalmr' is not one of 'naive', 'ips'"),
     ("mistyped evaluate --method", {}, ["evaluate", "--backbone", "minilm", "--method", "nope"], 2,
      r"Invalid value for '--method'.*'nope' is not one of"),
+    ("--params that does not exist", {}, PREPARE + ["--params", "params.yml"], 2,
+     r"params\.yml: no such settings file \(leave out --params to use \./params\.yaml"),
+    ("--params that is a folder", {}, PREPARE + ["--params", "."], 2, r"\.: is a folder, not a settings file"),
+    ("a tab in params.yaml", "prepare:\n  source:\n\tkind: builtin\n", PREPARE, 2,
+     r"params\.yaml: not valid YAML at line 3, column 1 \(a tab character; YAML indents with spaces\)"),
+    ("params.yaml not YAML", "fit: [1, 2\n", PREPARE, 2, r"params\.yaml: not valid YAML at line 2, column 1 \("),
     ("unknown setting", {"fit.head.lerning_rate": 0.1}, FIT, 2, r"unknown setting fit\.head\.lerning_rate"),
     ("wrong type", {"fit.head.batch_size": "many"}, FIT, 2, r"fit\.head\.batch_size must be int, got 'many'"),
     # --- cases from the reader / store / heads work ---
@@ -140,8 +146,13 @@ CASES = [
 ]
 
 
-def settings_file(folder, overrides: dict):
-    """BASE with dotted-path ``overrides`` applied, written as ``params.yaml`` in ``folder``."""
+def settings_file(folder, overrides: dict | str):
+    """BASE with dotted-path ``overrides`` applied (or ``overrides`` itself, a string), written as
+    ``params.yaml`` in ``folder``."""
+    path = folder / "params.yaml"
+    if isinstance(overrides, str):
+        path.write_text(overrides)
+        return path
     tree = yaml.safe_load(yaml.safe_dump(BASE))
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
@@ -149,7 +160,6 @@ def settings_file(folder, overrides: dict):
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
 
@@ -161,7 +171,7 @@ def one_line(text: str) -> str:
 
 def test_every_setting_has_a_row():
     """Each closed set and numeric setting the brief names is exercised by some row."""
-    covered = {key for _, settings, *_ in CASES for key in settings}
+    covered = {key for _, settings, *_ in CASES if isinstance(settings, dict) for key in settings}
     for key in ("fit.head.batch_size", "fit.head.max_epochs", "fit.head.lr", "fit.head.weight_decay",
                 "fit.head.patience", "fit.head.threads", "fit.propensity.c", "embed.commit_rows",
                 "fit.guard.beta", "fit.guard.gamma", "fit.propensity.clip_min", "fit.propensity.folds",
@@ -178,7 +188,8 @@ def test_invalid_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     params = settings_file(tmp_path, settings)
-    result = CliRunner().invoke(app, [*args, "--params", str(params)])
+    own = ["--params", str(params)] if "--params" not in args else []
+    result = CliRunner().invoke(app, [*args, *own])
     output = one_line(result.output)
     assert result.exit_code == code, result.output
     assert re.search(message, output), output
