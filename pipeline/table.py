@@ -38,6 +38,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "propensity_logged": pl.Float64,
     "propensity_true": pl.Float64,
 }
+# Every prompt and response is held in Unicode NFC before it is hashed: the same text typed on
+# different systems (é as one code point, or e + a combining accent) is one pair and one group.
+TEXT_FORM = "NFC"
 REQUIRED = ("pair_id", "prompt", "response", "group_id", "split", "observed", "feedback")
 NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true")
 
@@ -90,6 +93,12 @@ def prompt_turns(prompt: str) -> list[dict]:
         except json.JSONDecodeError:
             pass
     return [{"role": "user", "content": prompt}]
+
+
+def normal_text(col: pl.Series) -> tuple[pl.Series, int]:
+    """``col`` (text) in :data:`TEXT_FORM`, and how many cells that changed."""
+    out = col.str.normalize(TEXT_FORM)
+    return out, int((out != col).fill_null(False).sum())
 
 
 def make_pair_id(prompt: str, response: str) -> str:
@@ -147,7 +156,7 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
 
     for name in ("pair_id", "prompt", "response", "group_id", "split"):
         check(df[name].is_null(), name, "missing value")
-    for name in ("prompt", "response"):
+    for name in ("prompt", "response", "group_id"):
         check(df[name].str.strip_chars().str.len_chars() == 0, name, "empty text")
     check(df["observed"].is_null(), "observed", "missing value")
     check(~df["split"].is_in(SPLITS), "split", f"unknown split (expected one of {', '.join(SPLITS)})")

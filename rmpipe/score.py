@@ -20,7 +20,7 @@ from pipeline.errors import RmpipeError
 from pipeline.heads import Head, load_head, sigmoid
 from pipeline.reader import FORMATS, read_user_table
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import pair_ids
+from pipeline.table import normal_text, pair_ids
 from stages.embed import backbones
 
 OUTPUTS = (".parquet", ".csv", ".jsonl")
@@ -28,7 +28,9 @@ OUTPUTS = (".parquet", ".csv", ".jsonl")
 
 def read_pairs(path: Path) -> pl.DataFrame:
     """A file of pairs (``prompt``, ``response``; other columns kept as read) with their
-    ``pair_id``, read as ``prepare`` reads logs (:mod:`pipeline.reader`)."""
+    ``pair_id``, read as ``prepare`` reads logs (:mod:`pipeline.reader`), the text in the same
+    Unicode form as ``prepare`` holds it (:data:`pipeline.table.TEXT_FORM`), so a pair scores
+    from the embedding of the same pair in the table, whichever form the file has."""
     path = Path(path)
     df = read_user_table(path, coerce=("prompt", "response"))
     missing = [c for c in ("prompt", "response") if c not in df.columns]
@@ -36,6 +38,7 @@ def read_pairs(path: Path) -> pl.DataFrame:
         raise RmpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     if df.height == 0:
         raise RmpipeError(f"{path}: no rows to score")
+    df = df.with_columns(normal_text(df["prompt"])[0], normal_text(df["response"])[0])
     return df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
 

@@ -152,12 +152,27 @@ def test_score_reads_as_prepare_reads(tmp_path):
     assert pairs["extra"].to_list() == ["yes"]  # not a contract column: passed through as read
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_score_and_rerank_read_nfd_text_as_the_nfc_pair_prepare_stored(tmp_path, fmt):
+    """read_pairs (score's and rerank's reader) puts text in the table's Unicode form before it
+    hashes: a pair typed in NFD finds the embedding of the same pair prepared from NFC."""
+    import unicodedata
+
+    nfc, nfd = ("café", "réponse"), tuple(unicodedata.normalize("NFD", t) for t in ("café", "réponse"))
+    assert nfc != nfd
+    path = write(tmp_path / f"pairs.{fmt}", [dict(zip(("prompt", "response"), t)) for t in (nfc, nfd)])
+    pairs = read_pairs(path)
+    assert pairs["pair_id"].to_list() == [make_pair_id(*nfc)] * 2
+    assert pairs["prompt"].to_list() == ["café", "café"]
+
+
 # --- through the CLI ------------------------------------------------------------------------
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     from rmpipe.cli import app
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("")  # a project that sets nothing: the defaults, no note
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 
