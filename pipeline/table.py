@@ -84,15 +84,23 @@ def turn_problem(turn, key: str) -> str | None:
 
 def prompt_turns(prompt: str) -> list[dict]:
     """Inverse of :func:`canonical_prompt`: the chat turns a prompt stands for."""
-    if prompt.startswith("[{"):
-        try:
-            turns = json.loads(prompt)
-            if all(isinstance(t, dict) and isinstance(t.get("role"), str)
-                   and isinstance(t.get("content"), str) for t in turns):
-                return turns
-        except json.JSONDecodeError:
-            pass
-    return [{"role": "user", "content": prompt}]
+    return text_turns(prompt) or [{"role": "user", "content": prompt}]
+
+
+def text_turns(prompt: str) -> list[dict] | None:
+    """The chat turns a *text* prompt spells as JSON (``[{"role": ..., "content": ...}, ...]``,
+    starting ``[{``), else None. Every command reads such a text as those turns: it is how a CSV
+    cell carries a chat prompt, and the table stores turns as that text."""
+    if not prompt.startswith("[{"):
+        return None
+    try:
+        turns = json.loads(prompt)
+    except json.JSONDecodeError:
+        return None
+    if all(isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str)
+           for t in turns):
+        return turns
+    return None
 
 
 def normal_text(col: pl.Series) -> tuple[pl.Series, int]:
