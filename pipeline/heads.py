@@ -121,6 +121,9 @@ class HeadCard:
         if not isinstance(obj, dict):
             raise RmpipeError(f"{where}: not a head card (a JSON object); {REFIT}")
         version = obj.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise RmpipeError(f"{where}: head format {version} was written by a newer rmpipe (this "
+                              f"one reads format {FORMAT_VERSION}); upgrade rmpipe to load it")
         if version != FORMAT_VERSION:
             raise RmpipeError(f"{where}: head format {version}, expected {FORMAT_VERSION}; {REFIT}")
         missing = [k for k in cls.REQUIRED if k not in obj]

@@ -202,6 +202,10 @@ CASES = [
     ("prepare: empty group_id", {},
      PREPARE + ["--source", File("d.jsonl", b'{"prompt": "p", "response": "r", "rating": 1, "group_id": ""}\n', "file:")],
      2, r"d\.jsonl: row 0, column group_id: empty text"),
+    ("prepare: one prompt holds every row", {},
+     PREPARE + ["--source", File("d.jsonl", b"".join(b'{"prompt": "the one prompt", "response": "r%d", "rating": %d}\n'
+                                                     % (i, i % 5) for i in range(50)), "file:")], 2,
+     r"d\.jsonl: splitting by prompt leaves val and test empty: the 50 rows hold 1 prompt\(s\) \(group_id\)"),
     ("rerank: null group_id", {}, rerank(File("d.jsonl", GROUPS % b"null")), 2,
      r"d\.jsonl: row 1, column group_id: missing value"),
     ("rerank: empty group_id", {}, rerank(File("d.jsonl", GROUPS % b'""')), 2,

@@ -63,6 +63,16 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
         split = assign_splits(df["group_id"].to_numpy(), source_split, fractions,
                               pp.split.val_share, pp.split.seed)
     df = df.with_columns(pl.Series("split", split, dtype=pl.String))
+    empty = [name for name in ("train", "val", "test") if not (split == name).any()]
+    if empty and "given_split" not in df.columns:
+        groups = df["group_id"].n_unique()
+        raise RmpipeError(
+            f"{loaded.where}: splitting by prompt leaves {' and '.join(empty)} empty: the {df.height} "
+            f"rows hold {groups} prompt(s) (group_id), and every response to one prompt stays in one "
+            f"split, so fit and evaluate would have nothing to check against; add prompts, or give "
+            f"the rows a split column")
+    if empty:
+        loaded.hints.append(f"{loaded.where}: your split column leaves {' and '.join(empty)} empty")
     if "pair_id" not in df.columns:
         df = df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
