@@ -93,3 +93,20 @@ def test_a_group_id_the_user_gave_is_kept_and_a_split_prompt_is_counted(cli):
     assert sorted(df["group_id"].unique()) == sorted(f"u{i}" for i in range(60))
     details = read_provenance("data/prepared/given/feedback.parquet").details
     assert details["straddling_groups"] == 0 and details["straddling_prompts"] == 1
+
+
+@pytest.mark.parametrize("covariate", [False, True])
+def test_a_policy_column_maps_like_a_contract_column(cli, covariate):
+    """``--column policy=model`` (what bench/paper_protocol.py's --column passes on) keeps the
+    user's column as ``policy``, as the shared sets' adapters write it; declared as a propensity
+    covariate or not."""
+    if covariate:
+        Path("params.yaml").write_text("fit:\n  propensity:\n    covariates: [policy]\n")
+    rows = [{"prompt": f"p{i}", "response": f"r{i}", "rating": float(i % 5), "model": f"m{i % 3}"} for i in range(60)]
+    Path("logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("prepare", "--source", "file:logs.jsonl", "--column", "policy=model", "--dataset", "pol")
+    assert result.exit_code == 0, result.output
+    df = read_table("data/prepared/pol/feedback.parquet")
+    assert df["policy"].to_list() == [f"m{i % 3}" for i in range(60)] and "model" not in df.columns
+    wrong = cli("prepare", "--source", "file:logs.jsonl", "--column", "policy=nope", "--dataset", "pol2")
+    assert wrong.exit_code == 2 and "missing column 'nope' (mapped to policy)" in wrong.stderr
