@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -107,6 +108,15 @@ def normal_text(col: pl.Series) -> tuple[pl.Series, int]:
     """``col`` (text) in :data:`TEXT_FORM`, and how many cells that changed."""
     out = col.str.normalize(TEXT_FORM)
     return out, int((out != col).fill_null(False).sum())
+
+
+def normal_pair(prompt: str, response: str) -> tuple[str, str]:
+    """A pair as every command keys it: both texts in :data:`TEXT_FORM`, and a text prompt that
+    spells chat turns (:func:`text_turns`) as their canonical JSON. For one pair at a time (the
+    server); the file readers do the same column-wise."""
+    prompt = unicodedata.normalize(TEXT_FORM, prompt)
+    turns = text_turns(prompt)
+    return (prompt if turns is None else canonical_prompt(turns)), unicodedata.normalize(TEXT_FORM, response)
 
 
 def make_pair_id(prompt: str, response: str) -> str:
