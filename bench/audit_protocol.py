@@ -170,8 +170,6 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
 def pi_truth(nuisance, data, draw) -> dict:
     """π̂(s, y) beside the truth (mean true propensity of the non-audit train rows of class y in
     stratum s): mean absolute error over strata, and the global values."""
-    from stages.fit.nuisance import Features
-
     model = nuisance.audit_model
     Z = nuisance.features.transform(data.X, data.columns) if nuisance.features is not None else data.X
     s = model.assign(Z, data.columns)
@@ -184,7 +182,6 @@ def pi_truth(nuisance, data, draw) -> dict:
                 err.append(abs(est[j] - draw.propensity_true[m].mean()))
     g1 = float(draw.propensity_true[rows & (draw.label == 1)].mean())
     g0 = float(draw.propensity_true[rows & (draw.label == 0)].mean())
-    _ = Features
     return {"pi1_true": g1, "pi0_true": g0, "mae_pi1": float(np.mean(err1)) if err1 else None,
             "mae_pi0": float(np.mean(err0)) if err0 else None}
 

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import paper_report as report  # noqa: E402
+from bench.notes import OnceNotes  # noqa: E402
 from bench.worlds import Draw, EmbeddingWorld, gaussian_draw, shared_draw, shared_params  # noqa: E402
 from pipeline.config import METHODS as REGISTRY, FitParams, Params, load_params  # noqa: E402
 from pipeline.errors import RmpipeError  # noqa: E402
@@ -317,6 +318,7 @@ def main(argv=None) -> int:
     params = load_params(args.params)
     settings = {"max_epochs": args.max_epochs, "patience": args.patience, "gaussian_dim": args.gaussian_dim,
                 "methods": list(METHODS), "fit": dataclasses.asdict(params.fit)}
+    settings = json.loads(json.dumps(settings))  # as records.jsonl reads it back (tuples are lists)
     args.out.mkdir(parents=True, exist_ok=True)
     records_path = args.out / "records.jsonl"
     done = {}
@@ -331,7 +333,7 @@ def main(argv=None) -> int:
     log(f"paper_protocol: {len(jobs)} draws ({len(done)} reused), backbones {args.backbones}, datasets "
         f"{args.datasets}, seeds {args.seeds}, ≤{args.max_epochs} epochs (patience {args.patience}), "
         f"α sweep {args.alphas}, threads {args.threads} -> {args.out}")
-    started, cache, records = time.perf_counter(), {}, []
+    started, cache, records, notes = time.perf_counter(), {}, [], OnceNotes(log)
     fitted = 0
     for i, job in enumerate(jobs, 1):
         key = job_key(job)
@@ -348,7 +350,8 @@ def main(argv=None) -> int:
         try:
             fp = fit_params(params.fit, rho, seed, args.max_epochs, args.patience, args.threads)
             methods = METHODS if job["part"] != "alpha" else ("naive", "causalrm")
-            fits, diag = run_draw(draw, fp, methods, estimated=job["part"] != "alpha", oracle=job["part"] != "alpha")
+            with notes.collect():
+                fits, diag = run_draw(draw, fp, methods, estimated=job["part"] != "alpha", oracle=job["part"] != "alpha")
             rec = {"job": job, "settings": settings, "fits": fits, "diag": diag, "seconds": time.perf_counter() - t0}
         except RmpipeError as exc:
             rec = {"job": job, "settings": settings, "fits": [], "diag": {"error": str(exc)},
@@ -370,6 +373,8 @@ def main(argv=None) -> int:
             "gaussian_n": args.gaussian_n, "threads": args.threads}
     (args.out / "paper_protocol.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     md = report.write(records, meta, args.out)
+    for line in notes.summary():
+        log(line)
     log(f"done in {wall / 60:.1f} min: {md}")
     return 0
 

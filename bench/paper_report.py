@@ -154,7 +154,7 @@ def table_paired(res: Results, settings, rates: str,
             alpha = f", α={s[5]:g}" if s[0] == "alpha" or s[5] != 0.5 else ""
             out.append(f"| {_title(s)} ({s[4]}{alpha}) | {m} | {_ci(ps['r2'])} | {wins} | {_ci(ps['mae'])} | "
                        f"{_ci(ps['auroc'])} | {_ci(ps['pairwise'])} | {_ci(ps['bon_pick'])} | {_ci(ps['ndcg'])} |")
-    return out + [""]
+    return out + [""] if len(out) > 2 else []
 
 
 def table_nuisance(records: list[dict], settings) -> list[str]:
@@ -172,20 +172,22 @@ def table_nuisance(records: list[dict], settings) -> list[str]:
                    f"{g('prop_auc_true_p')} | {g('ess', 0)} ({g('ess_share', 2)}) | {g('clipped', 2)} | {g('feedback_auc')} | "
                    f"{tp} (realised {g('rho_pos_real')}) → {g('rho_pos_hat')} | {tn} (realised {g('rho_neg_real')}) → "
                    f"{g('rho_neg_hat')}{f' ({fails} failed)' if fails else ''} |")
-    return out + [""]
+    return out + [""] if len(out) > 2 else []
 
 
 def table_alpha(res: Results) -> list[str]:
     out = ["| dataset / backbone | α | naive R² | causalrm R² | ΔR² [95% CI] | wins | ΔAUROC [95% CI] |",
            "|---|---|---|---|---|---|---|"]
     rows = [s for s in res.settings if s[1] == "real" and s[4] == "0.1/0.2"]
+    if not any(s[0] == "alpha" for s in rows):  # α = 0.5 alone is no sweep
+        return []
     for s in sorted(rows, key=lambda s: (s[2], s[3], s[5])):
         n, c = res.get(s, "true", "naive"), res.get(s, "true", "causalrm")
         p = paired(c, n)
         wins = f"{p[2]}/{p[3]}" if p else "–"
         out.append(f"| {_title(s)} | {s[5]:g} | {_ms(n.values())} | {_ms(c.values())} | {_ci(p)} | {wins} | "
                    f"{_ci(paired(res.get(s, 'true', 'causalrm', 'auroc'), res.get(s, 'true', 'naive', 'auroc')))} |")
-    return out + [""]
+    return out + [""] if len(out) > 2 else []
 
 
 def feedback_auc(records: list[dict]) -> dict[tuple, float]:
@@ -211,10 +213,12 @@ def verdicts(res: Results, settings, rates: str = "true") -> list[str]:
         for metric in ("mae", "bon_pick"):
             q = gain(res, s, rates, "causalrm", metric)
             if q is not None:
-                line += f"; {_word(q)} on {LABELS[metric]} ({_ci(q)})"
+                line += f"; {_word(q)} naive on {LABELS[metric]} ({_ci(q)})"
         if aucs.get(s, 1.0) < WEAK_AUC:
             line += (f" — *weak anchors* (feedback-model AUC {aucs[s]:.2f} < {WEAK_AUC}): rates not "
-                     f"identified, the gain is shrinkage toward the base rate")
+                     f"identified")
+            if _word(p) == "beats":  # only a win can be mistaken for a correction
+                line += ", so the gain is shrinkage toward the base rate, not a correction"
         out.append(line)
     return out
 
@@ -250,7 +254,7 @@ def trust_flag(records: list[dict], settings) -> list[str]:
         rows.append(f"| {_title(s)} ({s[4]}) | {flagged}/{len(draws)} | {won}/{len(draws)} | {missed} |")
     n = sum(cells.values())
     if not n:
-        return ["No draw recorded the flag.", ""]
+        return []
     right = cells[(True, False)] + cells[(False, True)]
     out = ["| setting | draws flagged | draws where causalrm beat naive (R²) "
            "| draws where the true propensity beat p̂ (causalrm_true_p > causalrm, R²) |",
@@ -317,6 +321,25 @@ def figure(res: Results, path: Path) -> None:
     plt.close(fig)
 
 
+def section_lines(sections) -> list[str]:
+    """``(heading, intro, body)`` sections as lines; a section with no body is left out, heading
+    and all (a run without worlds has no worlds' heading). A ``###`` section with a body brings
+    its ``##`` heading (and intro) along even when that one's own body is empty."""
+    out, parent = [], None
+    for heading, intro, body in sections:
+        if heading.startswith("## "):
+            parent = [heading, "", *([*intro, ""] if intro else [])]
+        if not body:
+            continue
+        if parent is not None:
+            out += parent
+            parent = None
+        if heading.startswith("### "):
+            out += [heading, ""]
+        out += [*body, *([""] if body[-1] != "" else [])]
+    return out
+
+
 def write(records: list[dict], meta: dict, out: Path) -> Path:
     res = Results(records)
     real = [s for s in res.settings if s[0] == "main"]
@@ -335,28 +358,32 @@ def write(records: list[dict], meta: dict, out: Path) -> Path:
         "true propensity (clipped alike) in place of p̂: what no real log has; it separates a failing "
         "propensity model from a failing method.", "",
         "Intervals: paired per-seed differences from naive, 95% Student-t; **+**/**−** mark intervals that exclude 0.", "",
-        "## Verdict: causalrm vs naive (R², true rates)", "", *verdicts(res, real + worlds), "",
-        "With estimated rates:", "", *verdicts(res, real + worlds, "estimated"), "",
-        "## Headline: true noise rates", "", *table_methods(res, real, "true"),
-        "## Paired differences from naive (true rates)", "", *table_paired(res, real + worlds, "true"),
-        "## Estimated noise rates (anchor quantiles, q = 0.97)", "", *table_methods(res, real, "estimated"),
-        "### Paired differences from naive (estimated rates)", "",
-        *table_paired(res, real + worlds, "estimated", ("noise", "causalrm", "causalrm_dr")),
-        "## Nuisance models: propensity and noise rates", "",
-        "Propensity AUC of the cross-fitted model against `o` on the train split, beside the AUC the true "
-        "propensity itself reaches (the ceiling); ESS = (Σw)²/Σw² of w = o/p̂ (clip 0.1).", "",
-        *table_nuisance(records, real + worlds),
-        "## When not to trust the correction: the fit's flag against the outcome", "",
-        "The flag is `rmpipe fit`'s propensity-trust diagnostic, computed from the training log alone "
-        "(no clean labels); the outcome uses the clean test split.", "",
-        *trust_flag(records, real + worlds),
-        "## α sweep: causalrm vs naive", "", *table_alpha(res),
-        "## Semi-synthetic worlds", "",
-        "`all shared texts`: every row of the three shared sets, a known five-level reward "
-        "`z = e·u + 0.5 tanh(e·v) + ε` on whitened PCA-64 coordinates of the backbone's embedding, cut at "
-        "quantiles (.15, .35, .6, .85); `gaussian`: `pipeline.synthetic.make_world`. Same protocol, seeds and heads.", "",
-        *table_methods(res, worlds, "true"), "### Estimated rates", "", *table_methods(res, worlds, "estimated"),
     ]
+    estimated = verdicts(res, real + worlds, "estimated")
+    sections = [
+        ("## Verdict: causalrm vs naive (R², true rates)", [],
+         verdicts(res, real + worlds) + ([""] + ["With estimated rates:", "", *estimated] if estimated else [])),
+        ("## Headline: true noise rates", [], table_methods(res, real, "true")),
+        ("## Paired differences from naive (true rates)", [], table_paired(res, real + worlds, "true")),
+        ("## Estimated noise rates (anchor quantiles, q = 0.97)", [], table_methods(res, real, "estimated")),
+        ("### Paired differences from naive (estimated rates)", [],
+         table_paired(res, real + worlds, "estimated", ("noise", "causalrm", "causalrm_dr"))),
+        ("## Nuisance models: propensity and noise rates",
+         ["Propensity AUC of the cross-fitted model against `o` on the train split, beside the AUC the true "
+          "propensity itself reaches (the ceiling); ESS = (Σw)²/Σw² of w = o/p̂ (clip 0.1)."],
+         table_nuisance(records, real + worlds)),
+        ("## When not to trust the correction: the fit's flag against the outcome",
+         ["The flag is `rmpipe fit`'s propensity-trust diagnostic, computed from the training log alone "
+          "(no clean labels); the outcome uses the clean test split."], trust_flag(records, real + worlds)),
+        ("## α sweep: causalrm vs naive", [], table_alpha(res)),
+        ("## Semi-synthetic worlds",
+         ["`all shared texts`: every row of the three shared sets, a known five-level reward "
+          "`z = e·u + 0.5 tanh(e·v) + ε` on whitened PCA-64 coordinates of the backbone's embedding, cut at "
+          "quantiles (.15, .35, .6, .85); `gaussian`: `pipeline.synthetic.make_world`. Same protocol, seeds and heads."],
+         table_methods(res, worlds, "true")),
+        ("### Estimated rates", [], table_methods(res, worlds, "estimated")),
+    ]
+    lines += section_lines(sections)
     if errors:
         lines += ["## Draws that failed", "", *[f"- {r['job']}: {r['diag']['error']}" for r in errors], ""]
     lines += ["![benchmark](paper_protocol.png)", ""]

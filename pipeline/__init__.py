@@ -1,4 +1,8 @@
-"""rmpipe's spine: the feedback-table contract, typed config, the embedding store and the CLI.
+"""rmpipe's bottom layer: the feedback-table contract and its reader, typed config, the embedding
+store, the head folder and the models it holds (the reward head, the nuisance classifiers).
 
-Stages (``stages/``) import from here and never from each other's internals.
+Three layers, each importing only from those below it: ``pipeline/`` (imports neither
+``stages`` nor ``rmpipe``), ``stages/`` (one sub-package a DVC stage, built on ``pipeline``), and
+``rmpipe/`` (the CLI and the commands a user runs on a fitted head). ``tests/test_layers.py``
+holds the rule.
 """

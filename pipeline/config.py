@@ -35,12 +35,12 @@ SHAPES = ("monotone", "extremes")  # pipeline/simulation.py
 POOLINGS = ("last", "mean")  # stages/embed/pooling.py
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "vllm")
-CLASSIFIERS = ("logistic", "lightgbm")  # stages/fit/nuisance.py
+CLASSIFIERS = ("logistic", "lightgbm")  # pipeline/nuisance.py
 PROPENSITY_MODELS = CLASSIFIERS + ("audit",)  # audit: π(s, y) from a randomised audit (stages/fit/audit.py)
 STRATA = ("none", "kmeans", "covariates")  # stages/fit/audit.py
 AUDIT_LABELS = ("noisy", "clean")  # an audit answered by users (same noise) or by annotators
 TARGETS = ("clean", "noisy")  # stages/fit/imputation.py
-ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # stages/fit/head.py
+ACTIVATIONS = ("leaky_relu", "relu", "gelu", "tanh")  # pipeline/reward_head.py
 
 
 # --- prepare -------------------------------------------------------------------------------
@@ -403,13 +403,34 @@ class Params:
         return self.backbones[name]
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
-    """Read ``params.yaml`` (or defaults if it does not exist) into :class:`Params`."""
+def load_params(path: str | Path | None = None) -> Params:
+    """Read a settings file into :class:`Params`. ``None`` is the implicit ``params.yaml`` of the
+    working folder, and only it falls back to the built-in defaults when absent (the CLI says
+    so, :func:`pipeline.options.load`); a file the user named must exist: running a typo'd
+    ``--params`` on the defaults would overwrite their prepared table with built-in rows."""
+    if path is None:
+        if not DEFAULT_PARAMS.exists():
+            return Params()
+        path = DEFAULT_PARAMS
     path = Path(path)
-    if not path.exists():
-        return Params()
+    if not path.is_file():
+        what = "is a folder, not a settings file" if path.is_dir() else "no such settings file"
+        raise RmpipeError(f"{path}: {what} (leave out --params to use ./{DEFAULT_PARAMS} or, "
+                          f"without one, the built-in defaults)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise RmpipeError(f"{path}: not valid YAML (not UTF-8 text)") from None
     except yaml.YAMLError as exc:
-        raise RmpipeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        raise RmpipeError(f"{path}: {yaml_problem(exc)}") from None
     return from_dict(Params, raw, where=str(path))
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line with its line and column (1-based), and what to do about a tab."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or exc.__class__.__name__
+    if "'\\t'" in problem:  # PyYAML: "found character '\\t' that cannot start any token"
+        problem = "a tab character; YAML indents with spaces"
+    return f"not valid YAML{where} ({problem})"

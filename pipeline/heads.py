@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.atomic import write_json
 from pipeline.errors import RmpipeError
-from pipeline.store import file_sha256
+from pipeline.shards import file_sha256
 
 FORMAT_VERSION = 1
 CARD = "card.json"
@@ -121,6 +121,9 @@ class HeadCard:
         if not isinstance(obj, dict):
             raise RmpipeError(f"{where}: not a head card (a JSON object); {REFIT}")
         version = obj.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise RmpipeError(f"{where}: head format {version} was written by a newer rmpipe (this "
+                              f"one reads format {FORMAT_VERSION}); upgrade rmpipe to load it")
         if version != FORMAT_VERSION:
             raise RmpipeError(f"{where}: head format {version}, expected {FORMAT_VERSION}; {REFIT}")
         missing = [k for k in cls.REQUIRED if k not in obj]
@@ -231,7 +234,7 @@ def load_nuisance(folder: str | Path, card: HeadCard):
     """``(features, propensity, feedback_model)`` from a head folder (each None if absent)."""
     from safetensors.numpy import load_file
 
-    from stages.fit.nuisance import CrossFitClassifier, Features
+    from pipeline.nuisance import CrossFitClassifier, Features
 
     folder = Path(folder)
     desc = card.nuisance
@@ -359,7 +362,7 @@ def load_head(folder: str | Path) -> Head:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from stages.fit.head import RewardHead
+    from pipeline.reward_head import RewardHead
 
     folder = Path(folder)
     card = read_card(folder)

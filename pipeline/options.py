@@ -18,7 +18,7 @@ from pipeline.checks import SettingError
 from pipeline.config import DEFAULT_PARAMS, METHOD_NAMES, METHODS, Params, load_params
 from pipeline.errors import RmpipeError
 
-ParamsFile = Annotated[Path, typer.Option("--params", help="settings file")]
+ParamsFile = Annotated[Optional[Path], typer.Option("--params", help="settings file [default: ./params.yaml, or the built-in defaults without one]")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", help="data/prepared/<dataset>/ (overrides dataset)")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="prepared tables' folder (overrides data_dir)")]
@@ -45,7 +45,7 @@ class Run:
     """What the common flags give a command: the loaded settings and where they came from."""
 
     params: Params
-    path: Path  # the settings file
+    path: Path  # the settings file (params.yaml when none was given)
     flagged: bool  # a --dataset or folder flag replaced a setting
 
     def error(self, exc: SettingError) -> RmpipeError:
@@ -57,7 +57,7 @@ def with_common_flags(fn):
     folder overrides), declared here once: typer sees them in the command's signature, and the
     command receives the loaded :class:`Run` instead."""
     own = [p for name, p in inspect.signature(fn, eval_str=True).parameters.items() if name != "run"]
-    common = [inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_PARAMS,
+    common = [inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=None,
                                 annotation=ParamsFile)]
     common += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
                for name, kind in FOLDER_FLAGS]
@@ -66,7 +66,7 @@ def with_common_flags(fn):
     def command(**options):
         path = options.pop("params")
         folders = {name: options.pop(name) for name, _ in FOLDER_FLAGS}
-        run = Run(load(path, **folders), path, any(v is not None for v in folders.values()))
+        run = Run(load(path, **folders), path or DEFAULT_PARAMS, any(v is not None for v in folders.values()))
         return fn(run, **options)
 
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + common
@@ -75,11 +75,16 @@ def with_common_flags(fn):
     return command
 
 
-def load(params: Path = DEFAULT_PARAMS, *, dataset: str | None = None, data_dir: Path | None = None,
+def load(params: Path | None = None, *, dataset: str | None = None, data_dir: Path | None = None,
          store_dir: Path | None = None, heads_dir: Path | None = None,
          reports_dir: Path | None = None) -> Params:
-    """``params`` loaded, with the flags that were given replacing their fields."""
+    """``params`` loaded (``None``: ./params.yaml, or the built-in defaults without one, which is
+    said on stderr), with the flags that were given replacing their fields."""
+    if params is None and not DEFAULT_PARAMS.exists():
+        typer.echo(f"rmpipe: no {DEFAULT_PARAMS} in {Path.cwd()}: running on the built-in defaults "
+                   f"(give --params FILE for your own settings)", err=True)
     p = load_params(params)
+    params = params or DEFAULT_PARAMS
     top = {k: str(v) for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     try:
         if store_dir is not None:

@@ -12,7 +12,13 @@ Coercions, the same in every format:
 - ``rating``, ``propensity_logged``: numbers, or strings that parse as numbers;
 - ``prompt``: text, or a list of chat turns (each with a ``role`` and a ``content``) made canonical
   (:func:`pipeline.table.canonical_prompt`); ``response``: text. In CSV every cell is text, so both
-  are read as text. A missing or whitespace-only prompt or response is refused.
+  are read as text. A text prompt that is a JSON list of chat turns (it starts ``[{``) *is* read as
+  those turns, in every format and command, and made canonical like a list: so a CSV carries chat
+  prompts, and one conversation has one pair id whichever way it was written. A missing or
+  whitespace-only prompt or response is refused. A Categorical or Enum column (pandas
+  ``category``, dictionary-encoded Parquet) is read as the text it holds.
+- Ambiguity is refused, never guessed: a CSV header naming a column twice, a JSONL object with a
+  key twice (JSON parsers keep the last), a ``;``- or tab-separated "CSV".
 A cell that fits none of these, a lone surrogate, or a JSONL column that mixes kinds (text in one
 row, a list or a number in another) is one :class:`RmpipeError` naming the file, row and column.
 """
@@ -29,7 +35,7 @@ from typing import Mapping, Sequence
 import polars as pl
 
 from pipeline.errors import RmpipeError
-from pipeline.table import _refuse_rows, canonical_prompt, kind_of, turn_problem
+from pipeline.table import _refuse_rows, canonical_prompt, kind_of, text_turns, turn_problem
 
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".csv")
 TEXT = ("prompt", "response")
@@ -96,20 +102,65 @@ def _csv(path: Path, raw: bytes, text: Sequence[str]) -> pl.DataFrame:
     body = body.removeprefix(BOM)
     if not body.strip():
         raise RmpipeError(f"{path}: empty file (no rows)")
+    if "\r" in body and "\n" not in body:  # old Mac line endings: the parser splits on LF only
+        body = body.replace("\r", "\n")
+    header = _csv_header(path, body)
     try:
-        header = pl.read_csv(io.StringIO(body), n_rows=0).columns
         return pl.read_csv(io.StringIO(body), infer_schema_length=None,
                            schema_overrides={c: pl.String for c in text if c in header})
     except Exception as exc:
+        ragged = _ragged_row(body, len(header))
+        if ragged:
+            raise RmpipeError(f"{path}: {ragged}") from None
         raise RmpipeError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _records(body: str):
+    """The CSV module's reader over ``body``, any line ending (LF, CRLF, CR)."""
+    return csv.reader(io.StringIO(body, newline=""))
+
+
+def _csv_header(path: Path, body: str) -> list[str]:
+    """The header, refused when it names a column twice (which one would be read is a guess)
+    or is one column holding another delimiter (a ``;``- or tab-separated file)."""
+    header = next(_records(body), [])
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in seen:
+            raise RmpipeError(f"{path}: column {name!r} appears twice in the header (columns "
+                              f"{seen[name] + 1} and {i + 1}); rename or drop one")
+        seen[name] = i
+    if len(header) == 1:
+        found = [d for d in (";", "\t", "|") if d in header[0]]
+        if found:
+            raise RmpipeError(f"{path}: the header is one column, {header[0][:60]!r}: the file looks "
+                              f"{found[0]!r}-separated; rmpipe reads comma-separated CSV (save it "
+                              "with commas, or as JSONL or Parquet)")
+    return header
+
+
+def _ragged_row(body: str, width: int) -> str | None:
+    """The first record whose field count is not the header's, as ``row N (line L): ...``."""
+    reader = _records(body)
+    try:
+        for i, record in enumerate(reader):
+            if i and record and len(record) != width:
+                return (f"row {i - 1} (line {reader.line_num}): {len(record)} fields, the header "
+                        f"has {width} (a comma in an unquoted cell, or another delimiter?)")
+    except csv.Error:
+        return None
+    return None
 
 
 def _csv_row(raw: bytes) -> str:
     """Where the first undecodable byte of a CSV is: ``row N (line L)`` or ``header``."""
-    reader = csv.reader(io.StringIO(raw.decode("utf-8", errors="surrogateescape")))
-    for i, record in enumerate(reader):
-        if any(_surrogate(cell) for cell in record):
-            return "header" if i == 0 else f"row {i - 1} (line {reader.line_num})"
+    reader = _records(raw.decode("utf-8", errors="surrogateescape"))
+    try:
+        for i, record in enumerate(reader):
+            if any(_surrogate(cell) for cell in record):
+                return "header" if i == 0 else f"row {i - 1} (line {reader.line_num})"
+    except csv.Error:  # e.g. a NUL byte: the position is then unknown
+        pass
     return "a row"
 
 
@@ -122,12 +173,15 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
             continue
         at = f"{path}: row {len(records)}"
         try:
-            rec = json.loads(line.decode("utf-8"))
+            rec = json.loads(line.decode("utf-8"), object_pairs_hook=_no_repeated_key)
         except UnicodeDecodeError as exc:
             raise RmpipeError(f"{at} (line {i + 1}): undecodable text (not UTF-8: byte "
                               f"0x{line[exc.start]:02x})") from None
         except json.JSONDecodeError as exc:
             raise RmpipeError(f"{at} (line {i + 1}): not valid JSON ({exc.msg})") from None
+        except RepeatedKey as exc:
+            raise RmpipeError(f"{at} (line {i + 1}): key {exc.args[0]!r} appears twice in one "
+                              "object (which one is meant is a guess); keep one") from None
         if not isinstance(rec, dict):
             raise RmpipeError(f"{at} (line {i + 1}): expected a JSON object per line")
         for key, value in rec.items():
@@ -151,6 +205,18 @@ def _jsonl(path: Path, raw: bytes) -> pl.DataFrame:
         raise
     except Exception as exc:
         raise RmpipeError(f"{path}: a column mixes types ({str(exc).splitlines()[0][:200]})") from None
+
+
+class RepeatedKey(ValueError):
+    """A JSON object names a key twice."""
+
+
+def _no_repeated_key(pairs: list[tuple]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _check_turns(value, where: str) -> None:
@@ -183,6 +249,8 @@ def _surrogate(value) -> bool:
 
 # --- coercions -------------------------------------------------------------------------------
 def _coerce(col: pl.Series, contract: str, where: str) -> pl.Series:
+    if isinstance(col.dtype, (pl.Categorical, pl.Enum)):  # pandas `category`, dictionary pages
+        col = col.cast(pl.String)
     if contract in TEXT:
         return _text(col, contract, where)
     if col.dtype == pl.Null:
@@ -204,7 +272,7 @@ def _bad(col: pl.Series, mask: pl.Series, where: str, what: str) -> None:
     """Refuse the first row where ``mask`` holds, showing its value."""
     if mask.fill_null(False).any():
         i = _first(mask)
-        raise RmpipeError(f"{where}: row {i}, column {col.name}: {col[i]!r} {what}")
+        raise RmpipeError(f"{where}: row {i}, column {col.name}: {shown(col[i])} {what}")
 
 
 def _text(col: pl.Series, contract: str, where: str) -> pl.Series:
@@ -213,13 +281,21 @@ def _text(col: pl.Series, contract: str, where: str) -> pl.Series:
         col = pl.Series(name, [None if t is None else
                                canonical_prompt(t, f"{where}: row {i}, column {name}")
                                for i, t in enumerate(col.to_list())], dtype=pl.String)
+    elif contract == "prompt" and col.dtype == pl.String and col.str.starts_with("[{").any():
+        col = col.map_elements(_canonical_text, return_dtype=pl.String, skip_nulls=True)
     elif col.dtype not in (pl.String, pl.Null):
-        kind = "a number" if col.dtype.is_numeric() else f"of type {col.dtype}"
+        kind = "a number" if col.dtype.is_numeric() else f"type {type_name(col.dtype)}"
         i = _first(col.is_not_null())
-        raise RmpipeError(f"{where}: row {i}, column {name}: expected text, got {kind} ({col[i]!r})")
+        raise RmpipeError(f"{where}: row {i}, column {name}: expected text, got {kind} ({shown(col[i])})")
     _refuse_rows(col.is_null(), where, name, "missing value")
     _refuse_rows(col.str.strip_chars().str.len_chars() == 0, where, name, "empty text")
     return col
+
+
+def _canonical_text(prompt: str) -> str:
+    """A text prompt, or the canonical form of the chat turns it spells (module docstring)."""
+    turns = text_turns(prompt)
+    return prompt if turns is None else canonical_prompt(turns)
 
 
 def _binary(col: pl.Series, where: str) -> pl.Series:
@@ -239,7 +315,7 @@ def _binary(col: pl.Series, where: str) -> pl.Series:
              "is not 0 or 1 (nor true/false, yes/no)")
         return words
     i = _first(col.is_not_null())
-    raise RmpipeError(f"{where}: row {i}, column {col.name}: expected 0 or 1, got type {col.dtype}")
+    raise RmpipeError(f"{where}: row {i}, column {col.name}: expected 0 or 1, got type {type_name(col.dtype)}")
 
 
 def _number(col: pl.Series, where: str) -> pl.Series:
@@ -250,4 +326,16 @@ def _number(col: pl.Series, where: str) -> pl.Series:
         _bad(col, out.is_null() & col.is_not_null(), where, "is not a number")
         return out
     i = _first(col.is_not_null())
-    raise RmpipeError(f"{where}: row {i}, column {col.name}: expected a number, got type {col.dtype}")
+    raise RmpipeError(f"{where}: row {i}, column {col.name}: expected a number, got type {type_name(col.dtype)}")
+
+
+def shown(value, width: int = 60) -> str:
+    """A cell's repr, cut to ``width`` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def type_name(dtype: pl.DataType) -> str:
+    """A column type in a few words: ``Struct``, ``List``, never a struct's every field or an
+    enum's every category."""
+    return str(dtype.base_type())

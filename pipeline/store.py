@@ -8,16 +8,14 @@ file lock, so a crash or a second concurrent run never leaves a half-written or 
 A process killed between rename and manifest update leaves an unlisted shard (or a temp file):
 each shard carries its own checks (row count, content hash, function key in its Parquet
 metadata), so the next writer adopts an unlisted shard that passes them and deletes the rest, and
-a lost or truncated manifest is rebuilt from the shards (:mod:`pipeline.shards`). Writers claim
+a lost or truncated manifest is rebuilt from the shards (:mod:`pipeline.store_repair`; the
+manifest file and its lock are :mod:`pipeline.store_manifest`). Writers claim
 chunks of work under the lock (:meth:`EmbeddingStore.claim`), so concurrent runs split the pairs.
 A store with nothing to write is only read: no lock, no write, so a read-only store serves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,23 +24,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.claims import Claim, live_claims
 from pipeline.errors import RmpipeError
-from pipeline.shards import adoptable, file_sha256, manifest_entry, recover_manifest, shard_table
+from pipeline.shards import manifest_entry, shard_table
+from pipeline.store_manifest import FORMAT, MANIFEST, locked, read_manifest, spec_hash, writing
+from pipeline.store_repair import check_shard, rebuild, repair_store, tidy
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-LOCK = ".lock"
 HEADER = ("backbone", "spec", "spec_hash", "dim", "dtype")
-
-
-def spec_hash(spec: dict) -> str:
-    """Stable hash of an embedding function's definition (canonical JSON, SHA-256, 16 hex)."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -80,18 +70,18 @@ class EmbeddingStore:
         root = Path(root)
         wanted = spec_hash(spec)
         notes: list[str] = []
-        with _writing(root), _locked(root):
+        with writing(root), locked(root):
             manifest_path = root / MANIFEST
             manifest = None
             if manifest_path.exists():
                 try:
-                    manifest = _read_manifest(manifest_path)
+                    manifest = read_manifest(manifest_path)
                 except RmpipeError:
                     if not rebuild:
                         raise RmpipeError(f"{manifest_path}: unreadable store manifest; rebuild it "
                                           f"from its shards with `rmpipe cache verify --repair` "
                                           f"or `rmpipe embed --rebuild`") from None
-                    manifest = _rebuild(root, wanted, notes)
+                    manifest = rebuild(root, wanted, notes)
             if manifest is not None and manifest["spec_hash"] != wanted:
                 if not rebuild:
                     changed = sorted(k for k in set(spec) | set(manifest["spec"])
@@ -107,11 +97,11 @@ class EmbeddingStore:
                 if manifest["dim"] != dim:
                     raise RmpipeError(f"{root}: store has dimension {manifest['dim']}, "
                                       f"the backbone gives {dim}")
-                _tidy(root, manifest, notes)
+                tidy(root, manifest, notes)
             else:
                 manifest = {"format": FORMAT, "backbone": backbone, "spec": spec,
                             "spec_hash": wanted, "dim": int(dim), "dtype": dtype, "shards": []}
-                _tidy(root, manifest, notes)
+                tidy(root, manifest, notes)
                 write_json(manifest_path, manifest)
         store = cls(root)
         store.notes = notes
@@ -120,7 +110,7 @@ class EmbeddingStore:
     # --- metadata ------------------------------------------------------------------------
     @property
     def manifest(self) -> dict:
-        return _read_manifest(self.root / MANIFEST)
+        return read_manifest(self.root / MANIFEST)
 
     @property
     def backbone(self) -> str:
@@ -162,7 +152,7 @@ class EmbeddingStore:
         """Claim up to ``limit`` of ``candidates`` that are neither stored nor claimed by a live
         writer, so that concurrent runs split the work. Returns (the claim or None, how many
         candidates other live writers hold). A writer's claim dies with its process."""
-        with _writing(self.root), _locked(self.root):
+        with writing(self.root), locked(self.root):
             have = self.pair_ids()
             held = live_claims(self.root)
             free = [pid for pid in dict.fromkeys(candidates) if pid not in have]
@@ -179,7 +169,7 @@ class EmbeddingStore:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(pair_ids):
             raise ValueError(f"embeddings {embeddings.shape} do not match {len(pair_ids)} pair_ids")
-        with _writing(self.root), _locked(self.root):
+        with writing(self.root), locked(self.root):
             try:
                 return self._append(list(pair_ids), embeddings, exec_info or {})
             finally:
@@ -260,15 +250,9 @@ class EmbeddingStore:
         return dropped
 
     def _check_shard(self, shard: dict) -> None:
-        if shard["file"] in self._verified:
-            return
-        path = self.root / shard["file"]
-        if not path.exists():
-            raise RmpipeError(f"{path}: shard listed in the manifest is missing")
-        if path.stat().st_size != shard["bytes"] or file_sha256(path) != shard["sha256"]:
-            raise RmpipeError(f"{path}: shard is truncated or corrupted (checksum mismatch); "
-                              f"run `rmpipe cache verify --repair`, then `rmpipe embed` again")
-        self._verified.add(shard["file"])
+        if shard["file"] not in self._verified:
+            check_shard(self.root, shard)
+            self._verified.add(shard["file"])
 
     def _read_shard(self, shard: dict, columns: list[str]) -> pa.Table:
         self._check_shard(shard)
@@ -290,71 +274,6 @@ class EmbeddingStore:
             ids = todo[start:start + batch]
             added += self.append(ids, other.read(ids), {"merged_from": str(other.root)})
         return added
-
-
-def _tidy(root: Path, manifest: dict, notes: list[str]) -> None:
-    """Adopt unlisted shards that pass their own checks (a writer stopped between a shard's
-    rename and its manifest update), delete the other strays and temp files, and write the
-    manifest if it changed. Call under the lock: then no writer is between those two steps."""
-    have: set[str] = set()
-    for shard in manifest["shards"]:
-        path = root / shard["file"]
-        if path.exists():
-            have.update(pq.ParquetFile(path).read(columns=["pair_id"])["pair_id"].to_pylist())
-    adopt, reject = adoptable(root, manifest, have)
-    for path in reject + list(root.glob(".*.tmp")):
-        path.unlink(missing_ok=True)
-    if adopt:
-        manifest["shards"].extend(adopt)
-        write_json(root / MANIFEST, manifest)
-        notes.append(f"adopted {len(adopt)} finished shard(s) ({sum(s['rows'] for s in adopt)} "
-                     f"rows) that the manifest did not list yet")
-
-
-def _rebuild(root: Path, want: str | None, notes: list[str]) -> dict | None:
-    """The manifest rebuilt from the shards that pass their own checks, written; None if none."""
-    manifest = recover_manifest(root, FORMAT, want)
-    if manifest is None:
-        (root / MANIFEST).unlink(missing_ok=True)
-        notes.append("manifest unreadable and no shard passed its checks: starting afresh")
-        return None
-    write_json(root / MANIFEST, manifest)
-    notes.append(f"manifest unreadable: rebuilt from {len(manifest['shards'])} shard(s) "
-                 f"({sum(s['rows'] for s in manifest['shards'])} rows) that pass their checks")
-    return manifest
-
-
-def repair_store(root: str | Path) -> tuple[list[str], list[str]]:
-    """Make the store at ``root`` whole again: rebuild an unreadable or missing manifest from the
-    shards that pass their own checks, drop listed shards that fail, adopt finished unlisted
-    ones. Returns (dropped shard files, notes on what was recovered)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise RmpipeError(f"{root}: no embedding store here")
-    notes: list[str] = []
-    with _writing(root), _locked(root):
-        try:
-            manifest = _read_manifest(root / MANIFEST)
-        except RmpipeError:
-            manifest = _rebuild(root, None, notes)
-            if manifest is None:
-                raise RmpipeError(f"{root}: manifest unreadable and no shard passes its checks; "
-                                  f"delete the folder and run `rmpipe embed`") from None
-        store = EmbeddingStore(root)
-        dropped, good = [], []
-        for shard in manifest["shards"]:
-            try:
-                store._check_shard(shard)
-                good.append(shard)
-            except RmpipeError:
-                dropped.append(shard["file"])
-        if dropped:
-            manifest["shards"] = good
-            write_json(root / MANIFEST, manifest)
-            for name in dropped:
-                (root / name).unlink(missing_ok=True)
-        _tidy(root, manifest, notes)
-    return dropped, notes
 
 
 def open_if_current(root: str | Path, key: str) -> EmbeddingStore | None:
@@ -379,35 +298,3 @@ def store_folders(store_dir: str | Path) -> list[Path]:
         return []
     return [p for p in sorted(store_dir.iterdir())
             if p.is_dir() and ((p / MANIFEST).exists() or any(p.glob("shard-*.parquet")))]
-
-
-def _read_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise RmpipeError(f"{path}: unreadable store manifest; rebuild it from its shards "
-                          f"with `rmpipe cache verify --repair`") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise RmpipeError(f"{path}: store format {got}, expected {FORMAT}")
-    return manifest
-
-
-@contextlib.contextmanager
-def _writing(root: Path) -> Iterator[None]:
-    """A store that cannot be written (read-only, full disk, quota) is one line, not a traceback;
-    the temp files of the write in flight are gone by then (see :func:`atomic_path`)."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or str(exc).split(". Detail")[0] or type(exc).__name__
-        raise RmpipeError(f"{root}: cannot write the embedding store ({reason}); nothing was "
-                          f"half-written, the rows committed so far are kept") from None
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """An exclusive lock on the store, held across read-modify-write of the manifest."""
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / LOCK):
-        yield

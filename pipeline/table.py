@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +40,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "propensity_true": pl.Float64,
     "audit": pl.Boolean,  # feedback from a randomised audit: asked regardless of the user's choice
 }
+# Every prompt and response is held in Unicode NFC before it is hashed: the same text typed on
+# different systems (é as one code point, or e + a combining accent) is one pair and one group.
+TEXT_FORM = "NFC"
 REQUIRED = ("pair_id", "prompt", "response", "group_id", "split", "observed", "feedback")
 NULLABLE_OPTIONAL = ("comparison_id", "label", "rating", "propensity_logged", "propensity_true", "audit")
 
@@ -82,15 +86,38 @@ def turn_problem(turn, key: str) -> str | None:
 
 def prompt_turns(prompt: str) -> list[dict]:
     """Inverse of :func:`canonical_prompt`: the chat turns a prompt stands for."""
-    if prompt.startswith("[{"):
-        try:
-            turns = json.loads(prompt)
-            if all(isinstance(t, dict) and isinstance(t.get("role"), str)
-                   and isinstance(t.get("content"), str) for t in turns):
-                return turns
-        except json.JSONDecodeError:
-            pass
-    return [{"role": "user", "content": prompt}]
+    return text_turns(prompt) or [{"role": "user", "content": prompt}]
+
+
+def text_turns(prompt: str) -> list[dict] | None:
+    """The chat turns a *text* prompt spells as JSON (``[{"role": ..., "content": ...}, ...]``,
+    starting ``[{``), else None. Every command reads such a text as those turns: it is how a CSV
+    cell carries a chat prompt, and the table stores turns as that text."""
+    if not prompt.startswith("[{"):
+        return None
+    try:
+        turns = json.loads(prompt)
+    except json.JSONDecodeError:
+        return None
+    if all(isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str)
+           for t in turns):
+        return turns
+    return None
+
+
+def normal_text(col: pl.Series) -> tuple[pl.Series, int]:
+    """``col`` (text) in :data:`TEXT_FORM`, and how many cells that changed."""
+    out = col.str.normalize(TEXT_FORM)
+    return out, int((out != col).fill_null(False).sum())
+
+
+def normal_pair(prompt: str, response: str) -> tuple[str, str]:
+    """A pair as every command keys it: both texts in :data:`TEXT_FORM`, and a text prompt that
+    spells chat turns (:func:`text_turns`) as their canonical JSON. For one pair at a time (the
+    server); the file readers do the same column-wise."""
+    prompt = unicodedata.normalize(TEXT_FORM, prompt)
+    turns = text_turns(prompt)
+    return (prompt if turns is None else canonical_prompt(turns)), unicodedata.normalize(TEXT_FORM, response)
 
 
 def make_pair_id(prompt: str, response: str) -> str:
@@ -148,7 +175,7 @@ def validate(df: pl.DataFrame, where: str | Path = "<table>") -> pl.DataFrame:
 
     for name in ("pair_id", "prompt", "response", "group_id", "split"):
         check(df[name].is_null(), name, "missing value")
-    for name in ("prompt", "response"):
+    for name in ("prompt", "response", "group_id"):
         check(df[name].str.strip_chars().str.len_chars() == 0, name, "empty text")
     check(df["observed"].is_null(), "observed", "missing value")
     check(~df["split"].is_in(SPLITS), "split", f"unknown split (expected one of {', '.join(SPLITS)})")

@@ -14,17 +14,18 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import Params
-from pipeline.errors import RmpipeError
-from rmpipe.score import check_out, read_pairs, score_frame, write_rewards
+from pipeline.table import _refuse_rows
+from rmpipe.score import check_out, check_writable, read_pairs, score_frame, write_rewards
 
 
 def group_key(pairs: pl.DataFrame, where: str) -> str:
-    """``group_id`` if the file has it (every row set), else ``prompt``."""
+    """``group_id`` if the file has it (every row set), else ``prompt``. A null or blank
+    ``group_id`` is refused alike, as ``prepare`` refuses it: "" is no group."""
     if "group_id" not in pairs.columns:
         return "prompt"
-    nulls = pairs["group_id"].is_null()
-    if nulls.any():
-        raise RmpipeError(f"{where}: row {int(nulls.arg_max())}: empty group_id")
+    ids = pairs["group_id"].cast(pl.String)
+    _refuse_rows(ids.is_null(), where, "group_id", "missing value")
+    _refuse_rows(ids.str.strip_chars().str.len_chars() == 0, where, "group_id", "empty text")
     return "group_id"
 
 
@@ -46,5 +47,6 @@ def rerank(params: Params, head_dir: str | Path, data: str | Path, out: str | Pa
     out = check_out(data, out, "reranked")
     pairs = read_pairs(data)
     key = group_key(pairs, str(data))
+    check_writable(pairs, out)
     ranked = rank_groups(score_frame(params, head_dir, pairs, progress=progress), key)
     return write_rewards(ranked, out), ranked.height, int(ranked["best"].sum())

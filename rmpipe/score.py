@@ -18,17 +18,20 @@ from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import Head, load_head, sigmoid
-from pipeline.reader import FORMATS, read_user_table
+from pipeline.reader import FORMATS, read_user_table, type_name
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import pair_ids
+from pipeline.table import normal_text, pair_ids
 from stages.embed import backbones
 
 OUTPUTS = (".parquet", ".csv", ".jsonl")
+NESTED = {"List": "a list", "Array": "an array", "Struct": "a struct"}
 
 
 def read_pairs(path: Path) -> pl.DataFrame:
     """A file of pairs (``prompt``, ``response``; other columns kept as read) with their
-    ``pair_id``, read as ``prepare`` reads logs (:mod:`pipeline.reader`)."""
+    ``pair_id``, read as ``prepare`` reads logs (:mod:`pipeline.reader`), the text in the same
+    Unicode form as ``prepare`` holds it (:data:`pipeline.table.TEXT_FORM`), so a pair scores
+    from the embedding of the same pair in the table, whichever form the file has."""
     path = Path(path)
     df = read_user_table(path, coerce=("prompt", "response"))
     missing = [c for c in ("prompt", "response") if c not in df.columns]
@@ -36,6 +39,7 @@ def read_pairs(path: Path) -> pl.DataFrame:
         raise RmpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     if df.height == 0:
         raise RmpipeError(f"{path}: no rows to score")
+    df = df.with_columns(normal_text(df["prompt"])[0], normal_text(df["response"])[0])
     return df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
 
@@ -56,6 +60,22 @@ def check_out(data: Path, out: str | Path | None, tag: str) -> Path:
     if out.resolve() == data.resolve() or (out.exists() and data.exists() and out.samefile(data)):
         raise RmpipeError(f"{out}: the output would overwrite the input --data; choose another --out")
     return out
+
+
+def check_writable(df: pl.DataFrame, out: Path) -> None:
+    """Refuse, before any embedding, an input column the output format cannot hold (the output
+    keeps every input column): a list or struct in CSV, raw bytes in CSV or JSONL."""
+    suffix = out.suffix
+    for name, dtype in df.schema.items():
+        held = None
+        if suffix == ".csv" and (dtype.is_nested() or dtype == pl.Object):
+            held = NESTED.get(type_name(dtype), "values that are not text or numbers")
+        elif suffix in (".csv", ".jsonl") and "Binary" in str(dtype):
+            held = "raw bytes"
+        if held:
+            other = ".parquet" if held == "raw bytes" else ".parquet or .jsonl"
+            raise RmpipeError(f"{out}: column {name!r} holds {held}, which {suffix} cannot; write "
+                              f"{other} (or drop the column from --data)")
 
 
 def write_rewards(df: pl.DataFrame, out: Path) -> Path:
@@ -117,5 +137,7 @@ def score(params: Params, head_dir: str | Path, data: str | Path, out: str | Pat
     """Rewards ``σ(f(e))`` (and logits) for every row of ``data``; returns ``(out, rows)``."""
     data = Path(data)
     out = check_out(data, out, "rewards")
-    result = score_frame(params, head_dir, read_pairs(data), progress=progress)
+    pairs = read_pairs(data)
+    check_writable(pairs, out)
+    result = score_frame(params, head_dir, pairs, progress=progress)
     return write_rewards(result, out), result.height

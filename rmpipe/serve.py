@@ -29,7 +29,7 @@ from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import load_head
 from pipeline.store import MANIFEST, EmbeddingStore
-from pipeline.table import canonical_prompt, make_pair_id
+from pipeline.table import canonical_prompt, make_pair_id, normal_pair
 from rmpipe.protocol import END_MARKERS, KNOWN_DEFAULT_SYSTEMS, Canon, template_turns
 from stages.embed import backbones, vectors
 from stages.embed.run import Embedder
@@ -132,6 +132,8 @@ class RewardModel:
     def logits(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """The head's logits of canonical pairs, from the store, the recent cache, or one
         forward pass over the pairs neither holds; NaN for a pair a vectors file lacks."""
+        pairs = [normal_pair(p, r) for p, r in zip(prompts, responses)]  # keyed as score keys them
+        prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
         ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
         out = np.empty(len(ids), dtype=np.float32)
         todo: dict[str, list[int]] = {}

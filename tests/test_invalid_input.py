@@ -2,16 +2,20 @@
 one line naming the setting (or file, row, column) at fault, and nothing written.
 
 A row is ``(id, settings, args, exit code, message regex)``: ``settings`` are dotted-path
-overrides of a small valid params file (``{"fit.head.lr": 0}``), ``args`` the command line
-(``--params <that file>`` is added). Each command runs in an empty folder, so "nothing
+overrides of a small valid params file (``{"fit.head.lr": 0}``), or a string written as the file
+verbatim; ``args`` the command line (``--params <that file>`` is added unless it names its own),
+where a :class:`File` is written into the folder first and passed as its name. Each command runs in an empty folder, so "nothing
 written" means the folder holds only the params file afterwards. Settings cases fail at load,
 before any model or fit runs, so the whole table takes seconds.
 """
 
 from __future__ import annotations
 
+import io
 import re
+from typing import NamedTuple
 
+import polars as pl
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -26,6 +30,32 @@ PREPARE = ["prepare"]
 EMBED = ["embed", "--backbone", "minilm"]
 FIT = ["fit", "--backbone", "minilm", "--all"]
 KNOWN = ", ".join(METHOD_NAMES)
+
+class File(NamedTuple):
+    """An input file a row needs: written into the empty folder, passed as ``prefix + name``."""
+
+    name: str
+    data: bytes
+    prefix: str = ""
+
+
+def parquet(name: str, frame: pl.DataFrame) -> File:
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return File(name, buf.getvalue())
+
+
+def score(data: File, *more: str) -> list:
+    return ["score", "--head", "h", "--data", data, *more]
+
+
+def rerank(data: File, *more: str) -> list:
+    return ["rerank", "--head", "h", "--data", data, *more]
+
+
+GROUPS = (b'{"prompt": "p", "response": "a", "group_id": "g"}\n'
+          b'{"prompt": "p", "response": "b", "group_id": %s}\n')
+NESTED = pl.DataFrame({"prompt": ["p"], "response": ["r"], "meta": [{"user": 1, "tags": ["x"]}]})
 
 CASES = [
     # --- prepare: the source, the simulation, the splits -----------------------------------------
@@ -141,6 +171,12 @@ CASES = [
      r"Invalid value for '--method'.*'causalmr' is not one of 'naive', 'ips'"),
     ("mistyped evaluate --method", {}, ["evaluate", "--backbone", "minilm", "--method", "nope"], 2,
      r"Invalid value for '--method'.*'nope' is not one of"),
+    ("--params that does not exist", {}, PREPARE + ["--params", "params.yml"], 2,
+     r"params\.yml: no such settings file \(leave out --params to use \./params\.yaml"),
+    ("--params that is a folder", {}, PREPARE + ["--params", "."], 2, r"\.: is a folder, not a settings file"),
+    ("a tab in params.yaml", "prepare:\n  source:\n\tkind: builtin\n", PREPARE, 2,
+     r"params\.yaml: not valid YAML at line 3, column 1 \(a tab character; YAML indents with spaces\)"),
+    ("params.yaml not YAML", "fit: [1, 2\n", PREPARE, 2, r"params\.yaml: not valid YAML at line 2, column 1 \("),
     ("unknown setting", {"fit.head.lerning_rate": 0.1}, FIT, 2, r"unknown setting fit\.head\.lerning_rate"),
     ("wrong type", {"fit.head.batch_size": "many"}, FIT, 2, r"fit\.head\.batch_size must be int, got 'many'"),
     # --- cases from the reader / store / heads work ---
@@ -149,11 +185,66 @@ CASES = [
     ("score --out is --data", {}, ["score", "--head", "h", "--data", "d.jsonl", "--out", "./d.jsonl"], 2,
      r"d\.jsonl: the output would overwrite the input --data"),
     ("score without data", {}, ["score", "--head", "h", "--data", "d.jsonl"], 2, r"d\.jsonl: no such file"),
+    # --- user files: ambiguity refused the same way in every command, messages that name the fault
+    ("CSV naming a column twice", {}, score(File("d.csv", b"prompt,response,response\np,a,b\n")), 2,
+     r"d\.csv: column 'response' appears twice in the header \(columns 2 and 3\); rename or drop one"),
+    ("JSONL object naming a key twice", {},
+     rerank(File("d.jsonl", b'{"prompt": "p", "response": "a"}\n{"prompt": "p", "response": "a", "response": "b"}\n')),
+     2, r"d\.jsonl: row 1 \(line 2\): key 'response' appears twice in one object"),
+    ("semicolon-separated CSV", {}, score(File("d.csv", b"prompt;response\nsay hi;hello, you\n")), 2,
+     r"d\.csv: the header is one column, 'prompt;response': the file looks ';'-separated; rmpipe reads "
+     r"comma-separated CSV"),
+    ("tab-separated CSV", {}, rerank(File("d.csv", b"prompt\tresponse\np\tr\n")), 2,
+     r"d\.csv: the header is one column, 'prompt\\tresponse': the file looks '\\t'-separated"),
+    ("CSV row with a field too many", {}, score(File("d.csv", b"prompt,response\np,r\nq,r,s\n")), 2,
+     r"d\.csv: row 1 \(line 3\): 3 fields, the header has 2"),
+    ("non-UTF-8 CSV, CR line endings", {}, score(File("d.csv", b"prompt,response\rp,r\rq,\xff\r")), 2,
+     r"d\.csv: row 1 \(line 3\): undecodable text \(not UTF-8: byte 0xff\)"),
+    ("non-UTF-8 CSV, CR line endings, rerank", {}, rerank(File("d.csv", b"prompt,response\r\xfe,r\r")), 2,
+     r"d\.csv: row 0 \(line 2\): undecodable text"),
+    ("prepare: non-UTF-8 CSV, CR line endings", {},
+     PREPARE + ["--source", File("d.csv", b"prompt,response,rating\rp,r,1\rq,\xff,2\r", "file:")], 2,
+     r"d\.csv: row 1 \(line 3\): undecodable text \(not UTF-8: byte 0xff\)"),
+    ("prepare: CSV naming a column twice", {},
+     PREPARE + ["--source", File("d.csv", b"prompt,response,prompt\np,r,q\n", "file:")], 2,
+     r"d\.csv: column 'prompt' appears twice in the header \(columns 1 and 3\)"),
+    ("prepare: JSONL object naming a key twice", {},
+     PREPARE + ["--source", File("d.jsonl", b'{"prompt": "p", "prompt": "q", "response": "r"}\n', "file:")], 2,
+     r"d\.jsonl: row 0 \(line 1\): key 'prompt' appears twice in one object"),
+    ("prepare: empty group_id", {},
+     PREPARE + ["--source", File("d.jsonl", b'{"prompt": "p", "response": "r", "rating": 1, "group_id": ""}\n', "file:")],
+     2, r"d\.jsonl: row 0, column group_id: empty text"),
+    ("prepare: one prompt holds every row", {},
+     PREPARE + ["--source", File("d.jsonl", b"".join(b'{"prompt": "the one prompt", "response": "r%d", "rating": %d}\n'
+                                                     % (i, i % 5) for i in range(50)), "file:")], 2,
+     r"d\.jsonl: splitting by prompt leaves val and test empty: the 50 rows hold 1 prompt\(s\) \(group_id\)"),
+    ("rerank: null group_id", {}, rerank(File("d.jsonl", GROUPS % b"null")), 2,
+     r"d\.jsonl: row 1, column group_id: missing value"),
+    ("rerank: empty group_id", {}, rerank(File("d.jsonl", GROUPS % b'""')), 2,
+     r"d\.jsonl: row 1, column group_id: empty text"),
+    ("rerank: blank group_id", {}, rerank(File("d.jsonl", GROUPS % b'"  "')), 2,
+     r"d\.jsonl: row 1, column group_id: empty text"),
+    ("score --out CSV of a struct column", {}, score(parquet("d.parquet", NESTED), "--out", "r.csv"), 2,
+     r"r\.csv: column 'meta' holds a struct, which \.csv cannot; write \.parquet or \.jsonl"),
+    ("rerank --out CSV of a list column", {},
+     rerank(parquet("d.parquet", NESTED.with_columns(pl.Series("tags", [["a", "b"]]))), "--out", "r.csv"), 2,
+     r"r\.csv: column 'meta' holds a struct"),
+    ("score --out JSONL of bytes", {},
+     score(parquet("d.parquet", NESTED.drop("meta").with_columns(pl.Series("raw", [b"\x00"]))), "--out", "r.jsonl"),
+     2, r"r\.jsonl: column 'raw' holds raw bytes, which \.jsonl cannot; write \.parquet"),
+    ("a struct prompt names its type, not its fields", {},
+     score(parquet("d.parquet", pl.DataFrame({"prompt": [{"f%d" % i: i for i in range(30)}], "response": ["r"]}))),
+     2, r"d\.parquet: row 0, column prompt: expected text, got type Struct \(\{'f0': 0, [^)]{20,60}…\)$"),
 ]
 
 
-def settings_file(folder, overrides: dict):
-    """BASE with dotted-path ``overrides`` applied, written as ``params.yaml`` in ``folder``."""
+def settings_file(folder, overrides: dict | str):
+    """BASE with dotted-path ``overrides`` applied (or ``overrides`` itself, a string), written as
+    ``params.yaml`` in ``folder``."""
+    path = folder / "params.yaml"
+    if isinstance(overrides, str):
+        path.write_text(overrides)
+        return path
     tree = yaml.safe_load(yaml.safe_dump(BASE))
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
@@ -161,7 +252,6 @@ def settings_file(folder, overrides: dict):
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
 
@@ -173,7 +263,7 @@ def one_line(text: str) -> str:
 
 def test_every_setting_has_a_row():
     """Each closed set and numeric setting the brief names is exercised by some row."""
-    covered = {key for _, settings, *_ in CASES for key in settings}
+    covered = {key for _, settings, *_ in CASES if isinstance(settings, dict) for key in settings}
     for key in ("fit.head.batch_size", "fit.head.max_epochs", "fit.head.lr", "fit.head.weight_decay",
                 "fit.head.patience", "fit.head.threads", "fit.propensity.c", "embed.commit_rows",
                 "fit.guard.beta", "fit.guard.gamma", "fit.propensity.clip_min", "fit.propensity.folds",
@@ -190,13 +280,19 @@ def test_invalid_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     params = settings_file(tmp_path, settings)
-    result = CliRunner().invoke(app, [*args, "--params", str(params)])
+    inputs = [a.name for a in args if isinstance(a, File)]
+    for a in args:
+        if isinstance(a, File):
+            (tmp_path / a.name).write_bytes(a.data)
+    args = [a.prefix + a.name if isinstance(a, File) else a for a in args]
+    own = ["--params", str(params)] if "--params" not in args else []
+    result = CliRunner().invoke(app, [*args, *own])
     output = one_line(result.output)
     assert result.exit_code == code, result.output
     assert re.search(message, output), output
     if output.startswith("rmpipe: error: "):  # our own refusals are exactly one line
         assert len(result.output.strip().splitlines()) == 1, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["params.yaml", *inputs])
 
 
 # --- a model that is not there, for the commands that load a fitted head's backbone ------------

@@ -28,7 +28,8 @@ from filelock import FileLock
 
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
-from pipeline.store import file_sha256, spec_hash
+from pipeline.shards import file_sha256
+from pipeline.store import spec_hash
 from stages.embed import vectors
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.

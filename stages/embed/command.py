@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 
-from pipeline.config import DEFAULT_PARAMS
 from pipeline.errors import RmpipeError
 from pipeline.options import ParamsFile, Progress, Run, StoreDir, load, with_common_flags
 
@@ -34,7 +33,7 @@ cache_app = typer.Typer(help="Inspect and maintain the embedding stores.", no_ar
 
 
 @cache_app.command("ls")
-def cache_ls(params: ParamsFile = DEFAULT_PARAMS, store_dir: StoreDir = None) -> None:
+def cache_ls(params: ParamsFile = None, store_dir: StoreDir = None) -> None:
     """List embedding stores: backbone, dimension, rows, size on disk, key."""
     from pipeline.store import EmbeddingStore, store_folders
 
@@ -64,11 +63,12 @@ def cache_ls(params: ParamsFile = DEFAULT_PARAMS, store_dir: StoreDir = None) ->
 def cache_verify(
     backbone: Optional[str] = typer.Argument(None, help="One store (default: all)."),
     repair: bool = typer.Option(False, help="Drop bad shards so `rmpipe embed` recomputes their rows; rebuild a lost manifest from the shards."),
-    params: ParamsFile = DEFAULT_PARAMS,
+    params: ParamsFile = None,
     store_dir: StoreDir = None,
 ) -> None:
     """Check every shard against its manifest (size, checksum, rows); name any bad one."""
-    from pipeline.store import EmbeddingStore, repair_store, store_folders
+    from pipeline.store import EmbeddingStore, store_folders
+    from pipeline.store_repair import repair_store
 
     store_dir = Path(load(params, store_dir=store_dir).embed.store_dir)
     folders = store_folders(store_dir)

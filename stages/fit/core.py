@@ -20,7 +20,7 @@ from stages.fit.audit import AuditPropensity, label_selection, label_selection_w
 from stages.fit.imputation import impute
 from stages.fit.methods import Method, RowInputs, check_kind
 from stages.fit.noise import NoiseRates, resolve_rates, weak_anchor_warning
-from stages.fit.nuisance import CrossFitClassifier, Features
+from pipeline.nuisance import CrossFitClassifier, Features
 from stages.fit.propensity import (PropensityModel, clip, diagnostics, logged_propensity,
                                    propensity_trust, trust_warning)
 from stages.fit.pu import PUNuisance, fit_pu

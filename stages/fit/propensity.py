@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import RmpipeError
-from stages.fit.nuisance import CrossFitClassifier
+from pipeline.nuisance import CrossFitClassifier
 
 
 @dataclass

@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.config import FitParams
 from pipeline.errors import RmpipeError
-from stages.fit.nuisance import CrossFitClassifier, Features, LogisticClassifier
+from pipeline.nuisance import CrossFitClassifier, Features, LogisticClassifier
 from stages.fit.propensity import clip, logged_propensity
 
 

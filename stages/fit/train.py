@@ -20,7 +20,7 @@ import torch
 
 from pipeline.config import GuardParams, HeadParams
 from pipeline.errors import RmpipeError
-from stages.fit.head import RewardHead
+from pipeline.reward_head import RewardHead
 from stages.fit.losses import guarded_risk, split_risk, step_objective
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from stages.prepare.sources import Loaded, frame
+from stages.prepare.rows import Loaded, frame
 
 CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
             ("Brazil", "Brasilia"), ("Kenya", "Nairobi"), ("Egypt", "Cairo"), ("Spain", "Madrid"),

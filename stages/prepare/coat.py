@@ -24,7 +24,7 @@ import polars as pl
 
 from pipeline.config import SplitParams
 from pipeline.errors import RmpipeError
-from stages.prepare.sources import Drops, Loaded
+from stages.prepare.rows import Drops, Loaded
 from stages.prepare.splits import split_groups
 
 DEFAULT_AUDIT_SHARE = 0.25

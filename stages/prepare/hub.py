@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from pipeline.config import SourceParams
 from pipeline.errors import RmpipeError
-from stages.prepare.sources import Drops, Loaded, context_prompt, frame, hh_comparison, is_blank
+from stages.prepare.rows import Drops, Loaded, context_prompt, frame, hh_comparison, is_blank
 
 
 def helpsteer_rows(records: Iterable[dict], tag: str, drops: Drops) -> list[dict]:

@@ -24,17 +24,23 @@ from pipeline.errors import RmpipeError
 from pipeline.reader import CONTRACT, read_user_table
 from pipeline.table import SCHEMA, _refuse_rows, pair_ids, validate
 from stages.prepare.implicit import IMPLICIT_HINT, check_logged
-from stages.prepare.sources import Loaded, group_key
+from stages.prepare.rows import Loaded, group_key
 
 MAPPABLE = ("prompt", "response", "group_id", "comparison_id", "split", "observed", "audit", "feedback",
             "label", "rating", "propensity_logged", "pair_id")
+# kept beside the contract when the file has them, as the shared sets' adapters write them:
+# ``policy`` names the system that wrote each response (a propensity covariate when declared)
+KEPT = ("policy",)
 
 
 def _map(df: pl.DataFrame, columns: dict[str, str], path: Path, covariates) -> pl.DataFrame:
-    unknown = sorted(set(columns) - set(MAPPABLE))
+    """The contract columns, :data:`KEPT` and the declared covariates, by the names ``columns``
+    maps them from (a covariate is mapped like a contract column)."""
+    unknown = sorted(set(columns) - set(MAPPABLE) - set(KEPT) - set(covariates))
     if unknown:
-        raise RmpipeError(f"params: prepare.source.columns: {unknown[0]!r} is not a contract "
-                          f"column (mappable: {', '.join(MAPPABLE)})")
+        extra = f"; covariates: {', '.join(covariates)}" if covariates else ""
+        raise RmpipeError(f"params: prepare.source.columns: {unknown[0]!r} is not a contract column "
+                          f"nor a covariate (mappable: {', '.join(MAPPABLE + KEPT)}{extra})")
     out = {}
     for name in MAPPABLE:
         col = columns.get(name, name)
@@ -46,10 +52,18 @@ def _map(df: pl.DataFrame, columns: dict[str, str], path: Path, covariates) -> p
         if name not in out:
             raise RmpipeError(f"{path}: missing column {name!r} (map yours with "
                               f"prepare.source.columns.{name})")
+    for name in KEPT:
+        col = columns.get(name, name)
+        if name not in covariates and col in df.columns:
+            out[name] = df[col].cast(pl.String)
+        elif name in columns and name not in covariates:
+            raise RmpipeError(f"{path}: missing column {col!r} (mapped to {name})")
     for name in covariates:
-        if name not in df.columns:
-            raise RmpipeError(f"{path}: missing column {name!r} (a declared covariate)")
-        out[name] = df[name]
+        col = columns.get(name, name)
+        if col not in df.columns:
+            mapped = f" (mapped to {name})" if col != name else ""
+            raise RmpipeError(f"{path}: missing column {col!r}{mapped} (a declared covariate)")
+        out[name] = df[col]
     return pl.DataFrame(out)
 
 
@@ -107,7 +121,7 @@ def load_logs(src: SourceParams, where: str = "params", covariates=(), feedback:
         seen = checked.filter(pl.col("observed"))["feedback"]
         if seen.len() and (seen == 1).all():
             hints.append(f"{path}: every observed feedback is 1 (no 0 anywhere): {IMPLICIT_HINT}")
-    keep = [c for c in checked.columns if c in SCHEMA and c != "split" or c in covariates]
+    keep = [c for c in checked.columns if c in SCHEMA and c != "split" or c in covariates or c in KEPT]
     out = checked.select(keep)
     if "split" in df.columns:
         out = out.with_columns(checked["split"].alias("given_split"))

@@ -19,9 +19,11 @@ from pipeline.atomic import atomic_path
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.simulation import Simulator, rating_info, realised_rates, threshold
-from pipeline.table import OLD_PROVENANCE, Provenance, _refuse_rows, pair_ids, provenance_path, validate
+from pipeline.table import (OLD_PROVENANCE, TEXT_FORM, Provenance, _refuse_rows, normal_text, pair_ids,
+                            provenance_path, validate)
 from stages.prepare import implicit
-from stages.prepare.sources import Loaded, load_source
+from stages.prepare.rows import Loaded, group_key
+from stages.prepare.sources import load_source
 from stages.prepare.splits import assign_splits, straddling
 
 TEST_NOTE = "test rows are clean and fully observed: observed = true, feedback = label"
@@ -44,6 +46,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     df, dropped = loaded.frame, dict(loaded.dropped)
     if df.height == 0:
         raise RmpipeError(f"{loaded.where}: the source yielded no rows (dropped: {dropped or 'none'})")
+    df, normalised = normal_form(df)
 
     source_split = None
     if "source_split" in df.columns:
@@ -60,6 +63,16 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
         split = assign_splits(df["group_id"].to_numpy(), source_split, fractions,
                               pp.split.val_share, pp.split.seed)
     df = df.with_columns(pl.Series("split", split, dtype=pl.String))
+    empty = [name for name in ("train", "val", "test") if not (split == name).any()]
+    if empty and "given_split" not in df.columns:
+        groups = df["group_id"].n_unique()
+        raise RmpipeError(
+            f"{loaded.where}: splitting by prompt leaves {' and '.join(empty)} empty: the {df.height} "
+            f"rows hold {groups} prompt(s) (group_id), and every response to one prompt stays in one "
+            f"split, so fit and evaluate would have nothing to check against; add prompts, or give "
+            f"the rows a split column")
+    if empty:
+        loaded.hints.append(f"{loaded.where}: your split column leaves {' and '.join(empty)} empty")
     if "pair_id" not in df.columns:
         df = df.with_columns(pl.Series("pair_id", pair_ids(df["prompt"].to_list(), df["response"].to_list())))
 
@@ -68,6 +81,7 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
         "licence": loaded.licence, "rating": loaded.rating_note, "dropped": dropped,
         "feedback_kind": pp.feedback,
         "dropped_total": int(sum(dropped.values())),
+        "text": {"unicode_form": TEXT_FORM, "cells_normalised": normalised},
         "split": {"seed": pp.split.seed, "fractions": list(fractions), "val_share": pp.split.val_share,
                   "by": "group_id (prompt)",
                   "source_test_split": source_split is not None},
@@ -97,7 +111,32 @@ def build(params: Params, where: str = "params.yaml") -> tuple[pl.DataFrame, dic
     df = validate(df, where=f"{loaded.name} (prepared)")
     report["rows"] = _counts(df)
     report["straddling_groups"] = straddling(df["group_id"].to_list(), df["split"].to_list())
+    report["straddling_prompts"] = straddling(df["prompt"].to_list(), df["split"].to_list())
     return df, report
+
+
+def normal_form(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Prompts and responses in :data:`pipeline.table.TEXT_FORM`, before splits and pair ids;
+    a ``group_id`` or ``pair_id`` the source derived from the old text is derived again (one the
+    user gave is theirs, and is checked against the new text). Returns the cells changed per
+    column, for the provenance."""
+    changed = {}
+    new = {}
+    for name in ("prompt", "response"):
+        new[name], changed[name] = normal_text(df[name])
+    if not any(changed.values()):
+        return df, changed
+    old_prompt = df["prompt"]
+    out = df.with_columns(new["prompt"], new["response"])
+    if "group_id" in df.columns:
+        derived = df["group_id"] == old_prompt.map_elements(group_key, return_dtype=pl.String)
+        regrouped = new["prompt"].map_elements(group_key, return_dtype=pl.String)
+        out = out.with_columns(pl.when(derived).then(regrouped).otherwise(df["group_id"]).alias("group_id"))
+    if "pair_id" in df.columns:
+        derived = df["pair_id"] == pl.Series(pair_ids(old_prompt.to_list(), df["response"].to_list()))
+        fresh = pl.Series(pair_ids(new["prompt"].to_list(), new["response"].to_list()))
+        out = out.with_columns(pl.when(derived).then(fresh).otherwise(df["pair_id"]).alias("pair_id"))
+    return out, changed
 
 
 def _keep_users_label(df: pl.DataFrame, where: str) -> None:
@@ -210,6 +249,10 @@ def summary(p: Prepared) -> str:
              "  split    rows  groups  observed",
              *(f"  {s:<6}{rows[s]['rows']:>6}{rows[s]['groups']:>8}{rows[s]['observed']:>10}"
                for s in ("train", "val", "test"))]
+    changed = r.get("text", {}).get("cells_normalised", {})
+    if any(changed.values()):
+        lines.append(f"  text: {changed['prompt']} prompt(s) and {changed['response']} response(s) put in "
+                     f"Unicode {r['text']['unicode_form']} (the same text in another form is the same pair)")
     if r["dropped"]:
         lines.append("  dropped: " + "; ".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())))
     fb = r["feedback"]

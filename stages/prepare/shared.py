@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from pipeline.errors import RmpipeError
-from stages.prepare.sources import Drops, Loaded, comparison, frame, hh_comparison, is_blank
+from stages.prepare.rows import Drops, Loaded, comparison, frame, hh_comparison, is_blank
 
 REPO = Path(__file__).resolve().parents[2]
 

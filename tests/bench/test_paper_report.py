@@ -27,6 +27,30 @@ def test_verdicts_mark_weak_anchors_only_with_estimated_rates():
     assert all("loses to naive" in line and "weak anchors" not in line for line in true)
 
 
+def test_a_loss_on_weak_anchors_is_not_called_a_gain():
+    res = Results(_records("weak", 0.5, [-0.20, -0.22, -0.18]))
+    line = verdicts(res, res.settings, "estimated")[0]
+    assert "causalrm loses to naive" in line and "weak anchors" in line and "rates not identified" in line
+    assert "gain" not in line
+
+
+def test_a_run_without_worlds_or_a_sweep_leaves_no_empty_heading(tmp_path):
+    """Every heading the report writes has something under it before the next heading."""
+    from bench.paper_report import write
+
+    records = _records("d", 0.8, [0.1, 0.12, 0.08])
+    meta = {"command": "test", "wall_seconds": 1.0, "draws": 3, "seeds": [0, 1, 2],
+            "settings": {"max_epochs": 2, "patience": 1}}
+    text = write(records, meta, tmp_path).read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    headings = [i for i, line in enumerate(lines) if line.startswith("#")]
+    for i in headings:
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        assert not nxt.startswith("#") or nxt.count("#") > lines[i].split()[0].count("#"), (lines[i], nxt)
+    assert "Semi-synthetic" not in text and "α sweep" not in text and "trust the correction" not in text
+    assert "## Verdict" in text and "## Headline" in text
+
+
 def test_mae_gain_is_signed_so_lower_error_wins():
     records = []
     for seed in range(3):
@@ -37,7 +61,7 @@ def test_mae_gain_is_signed_so_lower_error_wins():
     res = Results(records)
     line = verdicts(res, res.settings, "true")[0]
     assert "causalrm beats naive on R²" in line
-    assert "beats on MAE" in line and "loses to on best-of-N pick" in line
+    assert "beats naive on MAE" in line and "loses to naive on best-of-N pick" in line
 
 
 def _flag_report(draws) -> str:

@@ -18,8 +18,13 @@ def test_repo_params_load_and_name_every_default_backbone():
     assert params.table_path == Path(params.data_dir) / params.dataset / "feedback.parquet"
 
 
-def test_missing_file_gives_defaults(tmp_path):
-    assert load_params(tmp_path / "absent.yaml") == Params()
+def test_only_the_implicit_params_yaml_may_be_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_params() == Params()  # no ./params.yaml: the built-in defaults
+    with pytest.raises(RmpipeError, match=r"absent\.yaml: no such settings file"):
+        load_params(tmp_path / "absent.yaml")
+    (tmp_path / "params.yaml").write_text("dataset: mine\n")
+    assert load_params().dataset == "mine"
 
 
 def test_scientific_notation_strings_become_floats(tmp_path):
@@ -62,7 +67,7 @@ def test_the_closed_sets_are_the_ones_the_code_implements():
     """Params and the CLI take their choices from pipeline.config; the code must implement them."""
     from pipeline import config
     from stages.embed.pooling import POOLERS
-    from stages.fit.head import ACTIVATIONS
+    from pipeline.reward_head import ACTIVATIONS
     from stages.fit.methods import METHODS, methods_for
     from pipeline.simulation import SHAPES
 

@@ -136,7 +136,10 @@ def test_an_old_card_loads_with_its_old_meaning_and_unknown_keys_are_kept(toy):
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.pop("embedding"), r"card.json: head card lacks embedding .*refit"),
     (lambda c: c["embedding"].pop("dim"), r"card.json: embedding: lacks dim; refit"),
-    (lambda c: c.update(format_version=99), r"card.json: head format 99, expected 1; refit"),
+    (lambda c: c.update(format_version=99), r"card.json: head format 99 was written by a newer rmpipe \(this "
+                                             r"one reads format 1\); upgrade rmpipe to load it$"),
+    (lambda c: c.update(format_version=0), r"card.json: head format 0, expected 1; refit"),
+    (lambda c: c.update(format_version="2"), r"card.json: head format 2, expected 1; refit"),
 ])
 def test_a_card_missing_what_every_head_has_is_refused_by_name(toy, edit, message):
     _, folder, _ = toy

@@ -44,8 +44,23 @@ def test_a_bad_override_is_named_as_a_flag(tmp_path):
     from pipeline.checks import SettingError
     from pipeline.options import flag_error
 
-    p = load(tmp_path / "absent.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    p = load(tmp_path / "empty.yaml")
     with pytest.raises(SettingError) as err:
         dataclasses.replace(p.fit.head, lr=0.0)
     assert str(flag_error(Path("params.yaml"), err.value)) == "params.yaml + flags: fit.head.lr must be > 0, got 0.0"
     assert isinstance(err.value, RmpipeError)
+
+
+def test_only_the_implicit_params_yaml_falls_back_to_the_defaults_and_says_so(tmp_path, monkeypatch):
+    """Without --params and without ./params.yaml, a command runs on the built-in defaults and
+    says so on stderr; with ./params.yaml it says nothing (a named file that is missing is a
+    refusal: tests/test_invalid_input.py)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    bare = runner.invoke(app, ["cache", "ls"])
+    assert bare.exit_code == 0, bare.output
+    assert "no params.yaml in" in bare.stderr and "built-in defaults" in bare.stderr
+    (tmp_path / "params.yaml").write_text("embed: {store_dir: stores}\n")
+    own = runner.invoke(app, ["cache", "ls"])
+    assert own.exit_code == 0 and "built-in defaults" not in own.stderr, own.output

@@ -152,12 +152,27 @@ def test_score_reads_as_prepare_reads(tmp_path):
     assert pairs["extra"].to_list() == ["yes"]  # not a contract column: passed through as read
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_score_and_rerank_read_nfd_text_as_the_nfc_pair_prepare_stored(tmp_path, fmt):
+    """read_pairs (score's and rerank's reader) puts text in the table's Unicode form before it
+    hashes: a pair typed in NFD finds the embedding of the same pair prepared from NFC."""
+    import unicodedata
+
+    nfc, nfd = ("café", "réponse"), tuple(unicodedata.normalize("NFD", t) for t in ("café", "réponse"))
+    assert nfc != nfd
+    path = write(tmp_path / f"pairs.{fmt}", [dict(zip(("prompt", "response"), t)) for t in (nfc, nfd)])
+    pairs = read_pairs(path)
+    assert pairs["pair_id"].to_list() == [make_pair_id(*nfc)] * 2
+    assert pairs["prompt"].to_list() == ["café", "café"]
+
+
 # --- through the CLI ------------------------------------------------------------------------
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     from rmpipe.cli import app
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("")  # a project that sets nothing: the defaults, no note
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 
@@ -254,3 +269,50 @@ def test_score_refuses_what_prepare_refuses_before_any_model(cli, name, rows, me
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+
+
+@pytest.mark.parametrize("kind", ["dictionary-encoded", "Categorical", "Enum"])
+def test_a_categorical_text_column_is_read_as_its_text(tmp_path, kind):
+    """What pandas `category` and many Parquet writers produce is text, read as text (an Enum
+    with many categories too, where the refusal once printed every category)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prompts, path = ["a", "b", "a"], tmp_path / "logs.parquet"
+    if kind == "dictionary-encoded":
+        pq.write_table(pa.table({"prompt": pa.array(prompts).dictionary_encode(), "response": ["x", "y", "z"],
+                                 "rating": pa.array(["1", "2", "1"]).dictionary_encode()}), path)
+    else:
+        dtype = pl.Categorical if kind == "Categorical" else pl.Enum(["a", "b", *map(str, range(500))])
+        pl.DataFrame({"prompt": pl.Series(prompts, dtype=dtype), "response": ["x", "y", "z"],
+                      "rating": pl.Series(["1", "2", "1"], dtype=pl.Categorical)}).write_parquet(path)
+    assert pl.read_parquet(path).schema["prompt"] != pl.String  # the file really holds categories
+    df = read_user_table(path)
+    assert df["prompt"].dtype == pl.String and df["prompt"].to_list() == prompts
+    assert df["rating"].to_list() == [1.0, 2.0, 1.0]
+    assert read_pairs(path)["pair_id"].to_list()[0] == make_pair_id("a", "x")
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_csv_reads_lf_crlf_and_cr_line_endings_alike(tmp_path, ending):
+    path = tmp_path / "logs.csv"
+    path.write_bytes(ending.join(["prompt,response,rating", "p0,r0,1", '"p1, quoted",r1,2', ""]).encode())
+    df = read_user_table(path)
+    assert df["prompt"].to_list() == ["p0", "p1, quoted"] and df["rating"].to_list() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_text_prompt_spelling_chat_turns_is_those_turns_in_every_format(tmp_path, fmt):
+    """JSON chat turns in a text cell are read as the turns (the reader's documented rule), made
+    canonical: the conversation has the pair id of the same turns given as a list."""
+    spaced = json.dumps(TURNS)  # not the canonical spelling: spaces, role before content
+    assert spaced != canonical_prompt(TURNS)
+    rows = [{"prompt": spaced, "response": "r"}, {"prompt": "[not turns]", "response": "r"}]
+    if fmt == "csv":
+        path = tmp_path / "pairs.csv"
+        pl.DataFrame(rows).write_csv(path)
+    else:
+        path = write(tmp_path / f"pairs.{fmt}", rows)
+    pairs = read_pairs(path)
+    assert pairs["prompt"].to_list() == [canonical_prompt(TURNS), "[not turns]"]
+    assert pairs["pair_id"][0] == make_pair_id(canonical_prompt(TURNS), "r")

@@ -58,6 +58,6 @@ def test_rerank_refuses_before_scoring(served, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "response": "a new answer", "group_id": "g"}\n'
                    '{"prompt": "p", "response": "another new answer", "group_id": null}\n')
-    with pytest.raises(RmpipeError, match="row 1: empty group_id"):
+    with pytest.raises(RmpipeError, match="row 1, column group_id: missing value"):
         rerank(params, head, bad, progress=False)
     assert EmbeddingStore(params.store_path("minilm")).rows == rows  # nothing embedded

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
+from pipeline.table import canonical_prompt
 from rmpipe.serve import RewardModel, ServeSettings, ServerThread, build_app
 from rmpipe.score import score
 
@@ -176,3 +177,21 @@ def test_settings_are_checked_when_made():
                          ({"max_pair_chars": 0}, "--max-pair-chars"), ({"default_systems": (" ",)}, "--default-system")):
         with pytest.raises(RmpipeError, match=flag):
             ServeSettings(**kwargs)
+
+
+def test_the_server_keys_a_pair_as_score_does_whatever_its_unicode_form(model):
+    """NFC and NFD spellings of one pair, and chat turns spelled as JSON text, are one pair: the
+    second and third requests cost no forward pass."""
+    import unicodedata
+
+    nfc = ("Où est le café ?", "Au coin de la rue, à gauche.")
+    nfd = tuple(unicodedata.normalize("NFD", t) for t in nfc)
+    assert nfd != nfc
+    first = model.logits([nfc[0]], [nfc[1]])
+    computed = model.stats["computed"]
+    again = model.logits([nfd[0]], [nfd[1]])
+    assert model.stats["computed"] == computed and again[0] == first[0]
+    turns = [{"role": "user", "content": nfc[0]}]
+    listed = model.logits([canonical_prompt(turns)], [nfc[1]])
+    spaced = model.logits([json.dumps(turns)], [nfc[1]])  # the same turns, spelled otherwise
+    assert model.stats["computed"] == computed + 1 and spaced[0] == listed[0]

@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import FitParams, HeadParams, NoiseParams, PropensityParams
 from pipeline.errors import RmpipeError
 from stages.fit.core import FitInputs, fit_arrays
-from stages.fit.head import RewardHead
+from pipeline.reward_head import RewardHead
 from stages.fit.methods import METHODS
 from pipeline.synthetic import make_world
 

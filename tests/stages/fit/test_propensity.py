@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import RmpipeError
-from stages.fit.nuisance import CrossFitClassifier, Features
+from pipeline.nuisance import CrossFitClassifier, Features
 from stages.fit.propensity import (PropensityModel, calibration_bins, diagnostics, effective_sample_size,
                                    expected_calibration_error, logged_propensity)
 
@@ -39,7 +39,7 @@ def test_oof_scores_equal_refits_without_the_row():
     from sklearn.model_selection import StratifiedKFold
 
     for k, (fit_idx, out_idx) in enumerate(StratifiedKFold(3, shuffle=True, random_state=1).split(X, o)):
-        from stages.fit.nuisance import LogisticClassifier
+        from pipeline.nuisance import LogisticClassifier
 
         refit = LogisticClassifier(seed=1 + k).fit(X[fit_idx], o[fit_idx])
         assert np.allclose(cf.oof_[out_idx], refit.predict_proba(X[out_idx]))
@@ -73,7 +73,7 @@ def test_features_project_with_pca_and_add_covariates():
 
 
 def test_logistic_c_none_picks_the_grid_value_with_the_best_out_of_fold_log_loss():
-    from stages.fit.nuisance import C_GRID, LogisticClassifier
+    from pipeline.nuisance import C_GRID, LogisticClassifier
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 30)).astype(np.float32)

@@ -96,10 +96,12 @@ def hub_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
-    """Run ``rmpipe <args>`` in-process from a fresh working directory; returns the result."""
+    """Run ``rmpipe <args>`` in-process from a fresh project folder (an empty ``params.yaml``:
+    the defaults, as a project that sets nothing); returns the result."""
     from rmpipe.cli import app
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("")
     runner = CliRunner()
 
     def run(*args: str):

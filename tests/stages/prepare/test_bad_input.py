@@ -119,7 +119,8 @@ def test_bad_input_is_one_line_exit_2_and_no_output(cli, setup, message):
 
 
 def test_good_logs_pass_the_same_cli(cli):
-    result = cli("prepare", *logs("logs.csv", GOOD)(), "--dataset", "mine")
+    ten_prompts = [dict(r, prompt=f"{r['prompt']}-{k}") for k in range(10) for r in GOOD]  # all three splits filled
+    result = cli("prepare", *logs("logs.csv", ten_prompts)(), "--dataset", "mine")
     assert result.exit_code == 0, result.output
     assert Path("data/prepared/mine/feedback.parquet").exists()
     prov = read_provenance("data/prepared/mine/feedback.parquet")

@@ -10,7 +10,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from pipeline.errors import RmpipeError
-from stages.fit.nuisance import (C_GRID, CrossFitClassifier, Features, LightGBMClassifier, LogisticClassifier,
+from pipeline.nuisance import (C_GRID, CrossFitClassifier, Features, LightGBMClassifier, LogisticClassifier,
                                  make_classifier)
 
 
