@@ -161,8 +161,15 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
         keep = [k for k, pid in enumerate(ids) if in_shard(pid, *part)]
         ids, prompts, responses = ([xs[k] for k in keep] for xs in (ids, prompts, responses))
     if vectors.is_vectors(spec.model):  # vectors computed elsewhere: copied, not computed
-        return vectors.embed_vectors(params, backbone, spec, resolved, ids, prompts, rebuild,
-                                     f"{part[0]}/{part[1]}" if part else None)
+        start = time.perf_counter()
+        done = vectors.embed_vectors(params, backbone, backbones.function_spec(spec, resolved.weights),
+                                     resolved.path, ids, prompts, rebuild)
+        store = done["store"]
+        return EmbedSummary(backbone=backbone, store=str(store.root), spec_hash=store.spec_hash,
+                            dim=store.dim, pairs=len(ids), computed=done["computed"],
+                            reused=len(ids) - done["computed"], prompt_cut=0, response_cut=0, tokens=0,
+                            seconds=time.perf_counter() - start, shard=f"{part[0]}/{part[1]}" if part else None,
+                            notes=store.notes)
 
     function = backbones.function_spec(spec, resolved.weights)
     root = params.store_path(backbone)

@@ -15,14 +15,14 @@ file holds and says which it cannot score (there is no model to embed new text w
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import RmpipeError
-from pipeline.store import EmbeddingStore, file_sha256, open_if_current, spec_hash
+from pipeline.shards import file_sha256
+from pipeline.store import EmbeddingStore, open_if_current, spec_hash
 from pipeline.table import canonical_prompt, make_pair_id
 
 PREFIX = "vectors:"
@@ -136,22 +136,19 @@ def _matrix(column, path: Path) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
-def embed_vectors(params, backbone: str, spec, resolved, ids: list[str], prompts: list[str],
-                  rebuild: bool, shard: str | None):
-    """Stage one for a vectors backbone: the table's pairs' vectors copied into the store."""
-    from stages.embed.backbones import function_spec
-    from stages.embed.run import EmbedSummary
-
-    start = time.perf_counter()
+def embed_vectors(params, backbone: str, function: dict, path, ids: list[str], prompts: list[str],
+                  rebuild: bool) -> dict:
+    """Stage one for a vectors backbone: the table's pairs' vectors copied into the store under
+    ``function`` (the backbone's store key). Returns what :class:`stages.embed.run.EmbedSummary`
+    needs beyond the pairs: the store and how many vectors were copied."""
     where = f"backbones.{backbone}.model"
-    vf = read_vectors(resolved.path)
+    vf = read_vectors(path)
     missing = [k for k, pid in enumerate(ids) if pid not in vf.index]
     if missing:
         k = missing[0]
         raise RmpipeError(f"{where}: {vf.path} has no vector for {len(missing)} of the {len(ids)} "
                           f"pairs to embed (e.g. pair_id {ids[k]}, prompt {prompts[k][:60]!r}); add "
                           f"them to the file, keyed by pair_id or by prompt and response")
-    function = function_spec(spec, resolved.weights)
     root = params.store_path(backbone)
     store = None if rebuild else open_if_current(root, spec_hash(function))
     have = store.pair_ids() if store is not None else set()
@@ -165,10 +162,7 @@ def embed_vectors(params, backbone: str, spec, resolved, ids: list[str], prompts
         chunk = todo[i:i + step]
         rows = [vf.index[pid] for pid in chunk]
         computed += store.append(chunk, vf.X[rows], {"source": str(vf.path)})
-    return EmbedSummary(backbone=backbone, store=str(store.root), spec_hash=store.spec_hash,
-                        dim=store.dim, pairs=len(ids), computed=computed, reused=len(ids) - computed,
-                        prompt_cut=0, response_cut=0, tokens=0,
-                        seconds=time.perf_counter() - start, shard=shard, notes=store.notes)
+    return {"store": store, "computed": computed}
 
 
 class VectorLookup:
