@@ -261,6 +261,10 @@ def build_remote(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, c
 def _save_tokenizer(tokenizer, tmp: Path, spec: BackboneSpec, pad: int | None) -> None:
     if pad is not None and tokenizer.pad_token_id != pad:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    if spec.chat_template and tokenizer.bos_token and not _adds_specials(tokenizer):
+        # the template writes it (SmolLM2's bos is <|im_start|>): VERL's reward loop strips a
+        # leading bos text before vLLM tokenises, which would then lose the template's first token
+        tokenizer.bos_token = None
     tokenizer.model_max_length = spec.max_tokens  # rmpipe cut longer pairs (see README.md)
     tokenizer.save_pretrained(tmp)
 
@@ -272,6 +276,10 @@ def open_to_all(folder: Path) -> None:
     os.umask(umask)
     for path in [folder, *folder.rglob("*")]:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _adds_specials(tokenizer) -> bool:
+    return tokenizer("x")["input_ids"] != tokenizer("x", add_special_tokens=False)["input_ids"]
 
 
 def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
