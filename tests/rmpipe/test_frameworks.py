@@ -153,3 +153,24 @@ def test_without_the_wrapped_template_re_rendering_paths_read_after_end_of_turn(
     print(f"\nTRL conversational with the backbone's own template (tiny): {g}")
     assert g["max"] > 1e-2
 
+
+
+def test_smollm2_every_framework_path_measured(tmp_path):
+    """SmolLM2-135M-Instruct (the docs/rlhf.md table, bench/framework_gap.py): the float32 paths
+    that read rmpipe's input agree to 1e-4; bf16 keeps the ranking; plain-text TRL does not."""
+    from bench.framework_gap import measure, pairs_of, policy_path, table
+
+    params, head = make_project(tmp_path, "smollm2-135m", None, hidden=(), rows=120)
+    export(params, head, tmp_path / "rm")
+    pairs = pairs_of(params, 12)
+    want = rmpipe_logits(params, head, pairs, tmp_path)
+    actor = AutoTokenizer.from_pretrained(policy_path(params))
+    rows = measure(params, head, tmp_path / "rm", actor, pairs, want, tmp_path, with_remote=False)
+    print("\n" + table(rows))
+    for framework, path, dtype, g in rows:
+        if framework.startswith("(") or "plain" in path:
+            assert g["max"] > 1e-2, (path, g)  # the fixes matter; bare text is not rmpipe's input
+        elif dtype == "float32":
+            assert g["max"] <= TOL, (framework, path, g)
+        else:
+            assert g["spearman"] > 0.9 and g["median"] < g["std"], (framework, path, g)
