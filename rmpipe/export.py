@@ -139,8 +139,8 @@ def why_remote(spec: BackboneSpec, head: Head, config) -> str | None:
 
 def pick_pad_id(tokenizer, spec: BackboneSpec) -> int:
     """A pad id that never ends a rendered pair: the stock classes find the last real token as
-    the rightmost id != pad_token_id, so a pad equal to the template's final token would move
-    the score."""
+    the rightmost id != pad_token_id, so a pad equal to the end-of-turn token (SmolLM2 pads with
+    <|im_end|>) would move the score to the token before it."""
     from stages.embed.text import PairEncoder
 
     probe = PairEncoder(tokenizer, 1 << 20, spec.chat_template).encode(["Hi?"], ["Hello."]).ids[0]
@@ -165,7 +165,7 @@ def ending_at_end_of_turn(template: str, eot: str) -> str:
             "{% else %}{{ rmpipe_text }}{% endif %}")
 
 
-def wrap_template(tokenizer, spec: BackboneSpec) -> bool:
+def wrap_template(tokenizer) -> bool:
     """Wrap the tokenizer's template (:func:`ending_at_end_of_turn`) if the wrapped one renders a
     whole conversation as exactly rmpipe's text and a prompt as the template did; else leave it
     and return False (re-rendering frameworks then read after the end-of-turn token)."""
@@ -303,7 +303,7 @@ def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
         from stages.embed.text import end_of_turn
 
         card["export"]["end_of_turn"] = end_of_turn(tokenizer)
-        card["export"]["template_ends_at_end_of_turn"] = wrap_template(tokenizer, spec)
+        card["export"]["template_ends_at_end_of_turn"] = wrap_template(tokenizer)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -215,3 +215,21 @@ def test_smollm2_linear_head_exports_as_llama_and_matches_score(tmp_path):
                        float(np.abs(per_token - expected).max()))
     print(f"\nsmollm2-135m native export vs rmpipe score, max |diff| (seq, token): {diffs}")
     assert max(max(d) for d in diffs.values()) <= TOL, diffs
+
+
+def test_the_template_is_wrapped_only_where_it_then_renders_rmpipes_text(tiny_llama_dir, tiny_chatml_dir):
+    """The toy template writes a space before its end-of-turn [SEP] that rmpipe's text lacks:
+    wrapping could not make it render rmpipe's text, so it is kept as it is."""
+    from transformers import AutoTokenizer
+
+    from rmpipe.export import wrap_template
+
+    toy = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    original = toy.chat_template
+    assert wrap_template(toy) is False and toy.chat_template == original
+    chatml = AutoTokenizer.from_pretrained(tiny_chatml_dir)
+    assert wrap_template(chatml) is True and chatml.chat_template != original
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert chatml.apply_chat_template(turns, tokenize=False).endswith("assistant\nYo<|im_end|>")
+    assert chatml.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True).endswith(
+        "<|im_start|>assistant\n")

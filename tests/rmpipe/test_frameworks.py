@@ -173,4 +173,4 @@ def test_smollm2_every_framework_path_measured(tmp_path):
         elif dtype == "float32":
             assert g["max"] <= TOL, (framework, path, g)
         else:
-            assert g["spearman"] > 0.9 and g["median"] < g["std"], (framework, path, g)
+            assert g["spearman"] > 0.8 and g["median"] < g["std"], (framework, path, g)

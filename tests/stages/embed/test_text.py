@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from pipeline.errors import RmpipeError
-from pipeline.table import canonical_prompt
+from pipeline.table import canonical_prompt, prompt_turns
 from stages.embed.hf_backend import HFBackend
 from stages.embed.text import PairEncoder, end_of_turn
 
@@ -126,3 +126,28 @@ def test_a_cut_chatml_pair_keeps_its_end_of_turn_token(chatml_tok):
 def test_template_required_when_asked(pair_tok):
     with pytest.raises(RmpipeError, match="chat_template"):
         PairEncoder(pair_tok, 64, chat_template=True)
+
+
+def test_smollm2_pair_is_its_template_response_and_im_end_read_there_on_both_padding_sides():
+    """The real backbone: SmolLM2-135M-Instruct's own tokenizer and template (its default system
+    turn included), and its vectors read at <|im_end|> whichever side the batch is padded on."""
+    from pathlib import Path
+
+    from pipeline.config import load_params
+    from stages.embed import backbones
+
+    repo = Path(__file__).resolve().parents[3]
+    spec = load_params(repo / "params.yaml").backbone("smollm2-135m")
+    path = backbones.resolve(spec, repo / "cache" / "models", "smollm2-135m").path
+    tok = AutoTokenizer.from_pretrained(path)
+    prompts = ["What is 2 + 2?", canonical_prompt(MULTI), "Name a colour."]
+    responses = ["4", " It is four.", "Blue, or perhaps a deep green."]
+    enc = PairEncoder(tok, spec.max_tokens, chat_template=True).encode(prompts, responses)
+    for ids, p, r in zip(enc.ids, prompts, responses):
+        assert ids == policy_ids(tok, prompt_turns(p), r, "<|im_end|>")
+    model = AutoModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        alone = np.stack([model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1].numpy() for ids in enc.ids])
+    for side in ("right", "left"):
+        got = HFBackend.from_model(model, tok, pooling="last", device="cpu", padding_side=side).encode(enc.ids)
+        assert np.abs(got - alone).max() < 1e-4, side
