@@ -13,7 +13,11 @@ Two shapes, chosen by what the head is:
   ``trust_remote_code=True``.
 
 Either way the output is rmpipe's logit ``f(e)`` for the same token ids (``σ(f)`` is ``rmpipe
-score``'s reward), the config records the mean and std of that logit on the head's validation
+score``'s reward), read at a chat pair's end-of-turn token. The pad token is never that token
+(the stock classes read the last id that is not ``pad_token_id``), and the tokenizer's chat
+template is wrapped so that a conversation ending in an assistant turn renders up to its
+end-of-turn token and no further: frameworks that re-render the conversation (TRL, VERL with
+``input_tokenizer``, VERL's reward loop) then read the position rmpipe reads (docs/rlhf.md), the config records the mean and std of that logit on the head's validation
 split under OpenRLHF's names (``mean``, ``std``), and ``rmpipe`` holds the head's card. The
 folder is built beside ``--out`` and renamed into place: a failure leaves nothing behind.
 """
@@ -21,6 +25,7 @@ folder is built beside ``--out`` and renamed into place: a failure leaves nothin
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -134,8 +139,8 @@ def why_remote(spec: BackboneSpec, head: Head, config) -> str | None:
 
 def pick_pad_id(tokenizer, spec: BackboneSpec) -> int:
     """A pad id that never ends a rendered pair: the stock classes find the last real token as
-    the rightmost id != pad_token_id, so a pad equal to the template's final token would move
-    the score."""
+    the rightmost id != pad_token_id, so a pad equal to the end-of-turn token (SmolLM2 pads with
+    <|im_end|>) would move the score to the token before it."""
     from stages.embed.text import PairEncoder
 
     probe = PairEncoder(tokenizer, 1 << 20, spec.chat_template).encode(["Hi?"], ["Hello."]).ids[0]
@@ -146,6 +151,48 @@ def pick_pad_id(tokenizer, spec: BackboneSpec) -> int:
             return int(pad)
     raise RmpipeError(f"tokenizer of {tokenizer.name_or_path}: no special token can serve as a pad "
                       f"distinct from the template's last token")
+
+
+def ending_at_end_of_turn(template: str, eot: str) -> str:
+    """``template`` wrapped so that, for messages ending in an assistant turn and no generation
+    prompt, the text stops right after that turn's end-of-turn token ``eot`` (ChatML's trailing
+    newline is dropped); every other rendering is the template's own."""
+    return ("{% set rmpipe_text %}" + template + "{% endset %}"
+            "{% set rmpipe_eot = " + json.dumps(eot) + " %}"
+            "{% if not (add_generation_prompt is defined and add_generation_prompt) and messages "
+            "and messages[-1]['role'] == 'assistant' and rmpipe_eot in rmpipe_text %}"
+            "{{ rmpipe_text[:rmpipe_text.rfind(rmpipe_eot) + rmpipe_eot|length] }}"
+            "{% else %}{{ rmpipe_text }}{% endif %}")
+
+
+def wrap_template(tokenizer) -> bool:
+    """Wrap the tokenizer's template (:func:`ending_at_end_of_turn`) if the wrapped one renders a
+    whole conversation as exactly rmpipe's text and a prompt as the template did; else leave it
+    and return False (re-rendering frameworks then read after the end-of-turn token)."""
+    from stages.embed.text import PairEncoder
+
+    encoder = PairEncoder(tokenizer, 1 << 20, True)
+    original = tokenizer.chat_template
+    probes = [[{"role": "user", "content": "Hi?"}],
+              [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+               {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"}]]
+    checked = []
+    for turns in probes:
+        try:
+            checked.append((turns, encoder.prompt_text(turns)))
+        except Exception:  # a template that refuses a system turn (Gemma's): probe without it
+            continue
+    tokenizer.chat_template = ending_at_end_of_turn(original, encoder.end_of_turn)
+    try:
+        ok = bool(checked) and all(
+            encoder.prompt_text(t) == p and tokenizer.apply_chat_template(
+                [*t, {"role": "assistant", "content": "Fine, thanks."}], tokenize=False)
+            == p + "Fine, thanks." + encoder.end_of_turn for t, p in checked)
+    except Exception:  # a template the wrapper breaks (jinja is the template's author's language)
+        ok = False
+    if not ok:
+        tokenizer.chat_template = original
+    return ok
 
 
 def card_for_config(head: Head, spec: BackboneSpec, kind: str, stats: tuple[float, float, int]) -> dict:
@@ -196,11 +243,12 @@ def build_remote(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, c
     from rmpipe.remote_model import RmpipeRewardConfig, RmpipeRewardModel
 
     cfg = head.model.config
+    pad = pick_pad_id(tokenizer, spec)
     remote = RmpipeRewardConfig(
         backbone_config=config, pooling=spec.pooling, layer=spec.layer, head_hidden=cfg["hidden"],
         head_activation=cfg["activation"], head_dropout=cfg["dropout"],
         head_bias=cfg.get("bias", True), num_labels=1, id2label={0: "reward"},
-        label2id={"reward": 0}, pad_token_id=tokenizer.pad_token_id,
+        label2id={"reward": 0}, pad_token_id=pad,
         architectures=["RmpipeRewardModel"],
         auto_map={"AutoConfig": "modeling_rmpipe.RmpipeRewardConfig",
                   "AutoModelForSequenceClassification": "modeling_rmpipe.RmpipeRewardModel"},
@@ -212,15 +260,32 @@ def build_remote(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, c
     model.head.to(torch.float32)  # rmpipe runs the head in float32 on float32 embeddings
     model.save_pretrained(tmp)
     shutil.copyfile(Path(__file__).with_name("remote_model.py"), tmp / REMOTE_FILE)
-    _save_tokenizer(tokenizer, tmp, spec, tokenizer.pad_token_id)
+    _save_tokenizer(tokenizer, tmp, spec, pad)
     return "RmpipeRewardModel"
 
 
 def _save_tokenizer(tokenizer, tmp: Path, spec: BackboneSpec, pad: int | None) -> None:
     if pad is not None and tokenizer.pad_token_id != pad:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    if spec.chat_template and tokenizer.bos_token and not _adds_specials(tokenizer):
+        # the template writes it (SmolLM2's bos is <|im_start|>): VERL's reward loop strips a
+        # leading bos text before vLLM tokenises, which would then lose the template's first token
+        tokenizer.bos_token = None
     tokenizer.model_max_length = spec.max_tokens  # rmpipe cut longer pairs (see README.md)
     tokenizer.save_pretrained(tmp)
+
+
+def open_to_all(folder: Path) -> None:
+    """Modes as a plain ``open``/``mkdir`` under the umask gives them: mkdtemp makes the folder
+    private and safetensors wrote the weights 0600, but the export is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _adds_specials(tokenizer) -> bool:
+    return tokenizer("x")["input_ids"] != tokenizer("x", add_special_tokens=False)["input_ids"]
 
 
 def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
@@ -240,15 +305,18 @@ def export(params: Params, head_dir: str | Path, out: str | Path) -> Exported:
     kind = "remote" if reason else "native"
     card = card_for_config(head, spec, kind, stats)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=spec.revision)
+    if spec.chat_template:
+        from stages.embed.text import end_of_turn
+
+        card["export"]["end_of_turn"] = end_of_turn(tokenizer)
+        card["export"]["template_ends_at_end_of_turn"] = wrap_template(tokenizer)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         build = build_remote if reason else build_native
         arch = build(tmp, path, spec, head, config, card, stats, tokenizer)
         (tmp / "README.md").write_text(readme(arch, kind, reason, spec, card))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is not
+        open_to_all(tmp)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)

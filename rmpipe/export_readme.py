@@ -14,7 +14,7 @@ tok = AutoTokenizer.from_pretrained(DIR)
 model = AutoModelForSequenceClassification.from_pretrained(DIR).eval()
 text = tok.apply_chat_template([{{"role": "user", "content": prompt}},
                                 {{"role": "assistant", "content": response}}], tokenize=False)
-batch = tok([text], add_special_tokens=False, padding=True, return_tensors="pt")
+batch = tok([text], add_special_tokens=False, padding=True, return_tensors="pt")  # ends at end-of-turn
 with torch.no_grad():
     logit = model(**batch).logits[:, 0]   # sigmoid(logit) is rmpipe's reward
 ```
@@ -25,8 +25,9 @@ weight. vLLM (0.32) serves it with the pooling runner: `LLM(DIR, runner="pooling
 pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False))`, then
 `llm.classify(texts, pooling_params=PoolingParams(use_activation=False))` for the raw logit
 (`outputs[i].outputs.probs[0]`), the texts chat-templated as above.
-OpenRLHF: `--reward_pretrain DIR --value_head_prefix score` (add `--normalize_reward` to use
-the recorded mean and std).
+OpenRLHF (v0.10.4 and later): `--reward.model_name_or_path DIR --ds.value_head_prefix score`
+(add `--reward.normalize_enable` to use the recorded mean and std). Which framework path gives
+exactly rmpipe's reward, and how far the others are, is in rmpipe's docs/rlhf.md.
 """
 
 REMOTE_LOAD = """\
@@ -57,10 +58,14 @@ batch = tok([prompt], [response], padding=True, return_tensors="pt")  # the toke
 
 def input_text(spec: BackboneSpec) -> str:
     if spec.chat_template:
-        how = ("the tokenizer's chat template over the prompt's turns (a plain prompt is one "
-               "`user` turn) followed by `{\"role\": \"assistant\", \"content\": response}`, "
-               "rendered with `tokenize=False` and tokenised with `add_special_tokens=False` "
-               "(the template writes every special token itself)")
+        how = ("the sequence a policy samples: the prompt's turns (a plain prompt is one `user` "
+               "turn) through the chat template with `add_generation_prompt=True`, then the "
+               "response, then the end-of-turn token, and nothing after it; each piece tokenised "
+               "with `add_special_tokens=False` (the template writes every special token itself). "
+               "The score is read at the end-of-turn token. This folder's chat template renders a "
+               "conversation ending in an assistant turn as exactly that text (it stops after the "
+               "end-of-turn token), so `apply_chat_template(prompt + [assistant], tokenize=False)` "
+               "gives it too")
     else:
         how = ("the tokenizer's pair encoding of `(prompt, response)`; a multi-turn prompt is "
                "flattened to `role: content` blocks joined by blank lines")

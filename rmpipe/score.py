@@ -98,6 +98,7 @@ def head_store(params: Params, head: Head) -> EmbeddingStore | None:
     if not (root / MANIFEST).exists():
         return None
     store = EmbeddingStore(root)
+    backbones.check_text_version(store.manifest, root, head.backbone)
     head.check_store(store)
     return store
 

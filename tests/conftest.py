@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.stages.embed.embed_helpers import CHAT_TEMPLATE  # noqa: E402
+from tests.stages.embed.embed_helpers import CHAT_TEMPLATE, CHATML_SPECIALS, CHATML_TEMPLATE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +38,40 @@ def tiny_llama_dir(tmp_path_factory, minilm_dir) -> Path:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chatml_dir(tmp_path_factory) -> Path:
+    """A 2-layer random-weight Llama with a small byte-level BPE vocabulary (trained here on a
+    few sentences) and SmolLM2's ChatML template and special tokens: eos and pad are both
+    ``<|im_end|>``, as in SmolLM2-Instruct, so export must choose another pad."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-chatml")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = ["You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+              "system user assistant Hello! What is 2 + 2? Explain recursion to a child.",
+              "It is when something is defined by a smaller copy of itself. Le chat dort."] * 20
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(CHATML_SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>",
+                                        eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                        unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

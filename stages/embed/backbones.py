@@ -33,7 +33,10 @@ from pipeline.store import spec_hash
 from stages.embed import vectors
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
-TEXT_VERSION = 1
+# Chat templates are at 2 (the policy's sequence, read at the end-of-turn token; 1 read the
+# template's trailing text after it); the pair encoding of encoders is still at 1.
+TEXT_VERSION = 2
+PAIR_TEXT_VERSION = 1
 FUNCTION_FIELDS = ("model", "revision", "pooling", "layer", "max_tokens", "chat_template", "dtype")
 
 
@@ -52,8 +55,20 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
     (backend, batch budget, device) are deliberately absent: they change speed, not values."""
     out = {f: getattr(spec, f) for f in FUNCTION_FIELDS}
     out["weights"] = weights
-    out["text"] = TEXT_VERSION
+    out["text"] = TEXT_VERSION if spec.chat_template else PAIR_TEXT_VERSION
     return out
+
+
+def check_text_version(manifest: dict, root, backbone: str) -> None:
+    """Refuse a store whose pairs were rendered by an older text encoding, saying to rebuild:
+    its vectors are read at another position than the one RLHF frameworks read."""
+    spec = manifest.get("spec") or {}
+    want = TEXT_VERSION if spec.get("chat_template") else PAIR_TEXT_VERSION
+    if spec.get("text", want) != want:
+        raise RmpipeError(
+            f"{root}: store embedded with text rendering v{spec.get('text')}, this rmpipe renders "
+            f"v{want} (a chat pair now ends at its end-of-turn token, as a policy's sample does); "
+            f"rebuild it with `rmpipe embed --backbone {backbone} --rebuild` and refit its heads")
 
 
 KINDS_HINT = ("a local folder (save_pretrained), a .gguf file, a hub id (org/name), pypi:<package> "

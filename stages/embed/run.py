@@ -174,6 +174,8 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     function = backbones.function_spec(spec, resolved.weights)
     root = params.store_path(backbone)
     store = None if rebuild else open_if_current(root, spec_hash(function))
+    if store is None and not rebuild:
+        _refuse_stale(root, backbone)
     have = store.pair_ids() if store is not None else set()
     todo = [k for k, pid in enumerate(ids) if pid not in have]
     if store is None or todo:  # the width is read from the config only for a new store
@@ -197,6 +199,15 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
               file=sys.stderr, flush=True)
         raise
     return summary
+
+
+def _refuse_stale(root: Path, backbone: str) -> None:
+    """A store of an older text rendering is refused with what to do, before any model loads."""
+    try:
+        manifest = EmbeddingStore(root).manifest
+    except RmpipeError:
+        return  # no store, or a damaged one: EmbeddingStore.create says what to do
+    backbones.check_text_version(manifest, root, backbone)
 
 
 def _compute(summary: EmbedSummary, store: EmbeddingStore, spec: BackboneSpec, path: str,

@@ -1,11 +1,16 @@
 """Prompt-response pairs to token ids, the way the reference does it (docs/method.md).
 
-Chat models get the tokenizer's chat template over ``[user: prompt, assistant: response]`` (a
-multi-turn prompt keeps its turns); encoders without a template get the tokenizer's own pair
-encoding of ``(prompt, response)``. An over-long input loses the *front* of the prompt first —
-the response and the latest turns are what a reward is about — and only if the response alone
+Chat models get the sequence a policy's sample is: the prompt's turns through the tokenizer's
+chat template with the generation prompt, then the response, then the end-of-turn token
+(``<|im_end|>``, ``<|eot_id|>``, ...), and nothing after it. Each piece is tokenised on its own
+(``add_special_tokens=False``) and the ids are joined, as OpenRLHF and VERL join the prompt's ids
+and the sampled ids, so last-token pooling reads the end-of-turn token, the position those
+frameworks read a reward at (docs/rlhf.md). Encoders without a template get the tokenizer's own
+pair encoding of ``(prompt, response)``. An over-long input loses the *front* of the prompt first
+— the response and the latest turns are what a reward is about — and only if the response alone
 still does not fit is its tail cut. Cuts are made on token boundaries of the content (via offset
-mappings) and the whole text is re-rendered, so the template's own tokens always survive.
+mappings) and the whole text is re-rendered, so the template's own tokens and the end-of-turn
+token always survive.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class PairEncoder:
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise RmpipeError("chat_template: true, but the tokenizer has no chat template; "
                               "set chat_template: false to use its pair encoding")
+        self.end_of_turn = end_of_turn(tokenizer) if chat_template else None
+        self._eot_id = tokenizer.convert_tokens_to_ids(self.end_of_turn) if chat_template else None
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Encoded:
         """Ids for every pair: one batched call for the common case, a per-row loop to cut the
@@ -61,9 +68,12 @@ class PairEncoder:
     # --- rendering -----------------------------------------------------------------------
     def _render_many(self, turns: list[list[dict]], responses: list[str]):
         tok = self.tokenizer
+        if not turns:
+            return [], None
         if self.chat_template:
-            texts = [self._chat_text(t, r) for t, r in zip(turns, responses)]
-            return tok(texts, add_special_tokens=False)["input_ids"], None
+            prompts = tok([self.prompt_text(t) for t in turns], add_special_tokens=False)["input_ids"]
+            answers = tok(responses, add_special_tokens=False)["input_ids"]
+            return [p + r + [self._eot_id] for p, r in zip(prompts, answers)], None
         enc = tok([_flatten(t) for t in turns], responses, truncation=False)
         return enc["input_ids"], enc.get("token_type_ids")
 
@@ -71,9 +81,13 @@ class PairEncoder:
         ids, types = self._render_many([turns], [response])
         return ids[0], (types[0] if types is not None else None)
 
-    def _chat_text(self, turns: list[dict], response: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            [*turns, {"role": "assistant", "content": response}], tokenize=False)
+    def prompt_text(self, turns: list[dict]) -> str:
+        """The prompt as a policy is given it: the template with the generation prompt."""
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    def chat_text(self, turns: list[dict], response: str) -> str:
+        """The canonical text of a pair (what the ids decode to)."""
+        return self.prompt_text(turns) + response + self.end_of_turn
 
     # --- truncation ----------------------------------------------------------------------
     def _fit(self, turns: list[dict], response: str):
@@ -118,6 +132,29 @@ class PairEncoder:
         offsets = self._offsets(text)
         keep = len(offsets) - max(n, 1)
         return text[:offsets[keep][0]] if keep > 0 else ""
+
+
+PROBE = "rmpipe-probe-7d1c"
+
+
+def end_of_turn(tokenizer) -> str:
+    """The token that ends an assistant turn, where a policy stops sampling: the first special
+    token the chat template writes after an assistant message's content, else the tokenizer's
+    eos token. One token, or one line saying why not."""
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": PROBE}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False)
+    after = text[text.rfind(PROBE) + len(PROBE):] if PROBE in text else ""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    specials |= set(tokenizer.all_special_tokens)
+    found = sorted((after.find(s), -len(s), s) for s in specials if s and s in after)
+    token = found[0][2] if found else tokenizer.eos_token
+    if not token:
+        raise RmpipeError(f"tokenizer of {tokenizer.name_or_path}: its chat template writes no special "
+                          f"token after an assistant turn and it has no eos token, so there is no "
+                          f"end-of-turn token to read the reward at; set chat_template: false")
+    if len(tokenizer(token, add_special_tokens=False)["input_ids"]) != 1:
+        raise RmpipeError(f"tokenizer of {tokenizer.name_or_path}: end-of-turn {token!r} is not one token")
+    return token
 
 
 def _flatten(turns: list[dict]) -> str:

@@ -1,10 +1,14 @@
 """`rmpipe export`: the exported folder, loaded by transformers alone, gives `rmpipe score`'s
-logits on the same pairs (max |diff| <= 1e-4, float32) with left and right padding."""
+logits on the same pairs (max |diff| <= 1e-4, float32) with left and right padding, the
+conversation rendered by the folder's own chat template (which stops at the end-of-turn token)
+and read by the stock class at the last token that is not its pad token."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +33,10 @@ def tiny_spec(path: Path) -> BackboneSpec:
 
 
 @pytest.fixture(scope="module")
-def tiny_linear(tmp_path_factory, tiny_llama_dir):
-    """A linear head on a copy of the tiny Llama (a copy: one test takes the model away)."""
+def tiny_linear(tmp_path_factory, tiny_chatml_dir):
+    """A linear head on a copy of the tiny ChatML Llama (a copy: one test takes the model away)."""
     tmp = tmp_path_factory.mktemp("tiny-linear")
-    model = shutil.copytree(tiny_llama_dir, tmp / "model")
+    model = shutil.copytree(tiny_chatml_dir, tmp / "model")
     params, head = make_project(tmp, "tiny", tiny_spec(model), hidden=())
     return params, head, tmp
 
@@ -57,6 +61,8 @@ def test_linear_head_on_a_decoder_exports_as_the_stock_class(tiny_linear, tmp_pa
     assert config["rmpipe"]["backbone"] == "tiny" and config["rmpipe"]["method"] == "naive"
     assert config["pad_token_id"] is not None and "diagnostics" in config["rmpipe"]
     assert "trust_remote_code" not in (folder / "README.md").read_text()
+    assert config["rmpipe"]["export"]["end_of_turn"] == "<|im_end|>"
+    assert config["rmpipe"]["export"]["template_ends_at_end_of_turn"] is True
 
     expected = rmpipe_logits(params, head, PAIRS, tmp_path)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -76,6 +82,28 @@ def test_linear_head_on_a_decoder_exports_as_the_stock_class(tiny_linear, tmp_pa
     print(f"\ntiny llama native export vs rmpipe score, max |diff| (seq, token): {diffs}")
     assert max(max(d) for d in diffs.values()) <= TOL, diffs
     assert np.std(expected) > 1e-3  # the pairs get different rewards: the check can fail
+
+
+def test_the_pad_is_not_the_end_of_turn_token_and_every_file_is_readable_by_all(tiny_linear, tmp_path):
+    """The backbone pads with <|im_end|> (as SmolLM2 does); the stock class would then take the
+    end-of-turn token for padding and read the token before it."""
+    from transformers import AutoTokenizer
+
+    params, head, _ = tiny_linear
+    old = os.umask(0o022)
+    try:
+        export(params, head, tmp_path / "rm")
+    finally:
+        os.umask(old)
+    folder = tmp_path / "rm"
+    config = json.loads((folder / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(folder)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.pad_token_id == config["pad_token_id"] != eot
+    assert AutoTokenizer.from_pretrained(params.backbones["tiny"].model).pad_token_id == eot
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
+    assert modes["model.safetensors"] == 0o644 and modes["rm"] == 0o755, modes
+    assert set(modes.values()) <= {0o644, 0o755}, modes
 
 
 def test_the_config_records_the_validation_logits_mean_and_std(tiny_linear, tmp_path):
@@ -98,10 +126,10 @@ def test_the_config_records_the_validation_logits_mean_and_std(tiny_linear, tmp_
     assert config["std"] > 0
 
 
-def test_mlp_head_on_a_decoder_exports_with_remote_code(tmp_path, tiny_llama_dir):
+def test_mlp_head_on_a_decoder_exports_with_remote_code(tmp_path, tiny_chatml_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    params, head = make_project(tmp_path, "tiny", tiny_spec(tiny_llama_dir), hidden=(16,))
+    params, head = make_project(tmp_path, "tiny", tiny_spec(tiny_chatml_dir), hidden=(16,))
     done = export(params, head, tmp_path / "rm")
     assert done.kind == "remote" and "MLP head" in done.why_remote
     assert "contains code" in (tmp_path / "rm" / "README.md").read_text()
@@ -187,3 +215,21 @@ def test_smollm2_linear_head_exports_as_llama_and_matches_score(tmp_path):
                        float(np.abs(per_token - expected).max()))
     print(f"\nsmollm2-135m native export vs rmpipe score, max |diff| (seq, token): {diffs}")
     assert max(max(d) for d in diffs.values()) <= TOL, diffs
+
+
+def test_the_template_is_wrapped_only_where_it_then_renders_rmpipes_text(tiny_llama_dir, tiny_chatml_dir):
+    """The toy template writes a space before its end-of-turn [SEP] that rmpipe's text lacks:
+    wrapping could not make it render rmpipe's text, so it is kept as it is."""
+    from transformers import AutoTokenizer
+
+    from rmpipe.export import wrap_template
+
+    toy = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    original = toy.chat_template
+    assert wrap_template(toy) is False and toy.chat_template == original
+    chatml = AutoTokenizer.from_pretrained(tiny_chatml_dir)
+    assert wrap_template(chatml) is True and chatml.chat_template != original
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert chatml.apply_chat_template(turns, tokenize=False).endswith("assistant\nYo<|im_end|>")
+    assert chatml.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True).endswith(
+        "<|im_start|>assistant\n")

@@ -14,7 +14,15 @@ from pipeline.table import canonical_prompt, make_pair_id, read_table, write_tab
 from stages.embed.run import embed
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] "
-                 "{% endfor %}")
+                 "{% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}")
+# SmolLM2-Instruct's template, character for character: ChatML with a default system turn.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}")
+CHATML_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 WORDS = ("reward model feedback user response prompt helpful harmless answer question the a of "
          "to and is in that it for on with as was be by this are or not").split()
 
