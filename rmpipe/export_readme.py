@@ -25,7 +25,7 @@ weight. vLLM (0.32) serves it with the pooling runner: `LLM(DIR, runner="pooling
 pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False))`, then
 `llm.classify(texts, pooling_params=PoolingParams(use_activation=False))` for the raw logit
 (`outputs[i].outputs.probs[0]`), the texts chat-templated as above.
-OpenRLHF (v0.10.4 and later): `--reward.model_name_or_path DIR --ds.value_head_prefix score`
+OpenRLHF (v0.10.2 and later): `--reward.model_name_or_path DIR --ds.value_head_prefix score`
 (add `--reward.normalize_enable` to use the recorded mean and std). Which framework path gives
 exactly rmpipe's reward, and how far the others are, is in rmpipe's docs/rlhf.md.
 """
