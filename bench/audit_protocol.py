@@ -109,9 +109,9 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     n_aud = fit_nuisance(data, aud, [m["causalrm"], m["causalrm_dr"], m["audit_only"]])
     fits, heads = [], {}
 
-    def fit(label, method, nuis, params, rates="true"):
+    def fit(label, method, nuis, params, rates="true", on=None):
         t0 = time.perf_counter()
-        model, res = fit_method(data, nuis, method, params)
+        model, res = fit_method(on or data, nuis, method, params)
         heads[label] = (model, nuis)
         fits.append({"method": label, "rates": rates, **score(draw, model), "best_epoch": res.best_epoch,
                      "seconds": time.perf_counter() - t0})
@@ -151,7 +151,7 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
         from stages.fit.core import FitInputs
 
         clean = FitInputs(data.X, data.split, np.ones(len(data.X), bool), draw.label, where="bench:oracle")
-        fit("oracle", m["naive"], fit_nuisance(clean, fp, [m["naive"]]), fp, "clean labels")
+        fit("oracle", m["naive"], fit_nuisance(clean, fp, [m["naive"]]), fp, "clean labels", on=clean)
     diag = {"audit_rows": int(data.audit.sum()) if data.audit is not None else 0,
             "audit_train": int((data.audit & data.train).sum()) if data.audit is not None else 0,
             "observed_logs_train": int((data.observed & data.logs & data.train).sum()),
