@@ -126,6 +126,8 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     fit("causalrm_audit+calib", m["causalrm"], n_aud, calib)
     fit("naive+calib", m["naive"], dataclasses.replace(n_emb, rates=n_aud.rates), dataclasses.replace(
         emb, audit=dataclasses.replace(emb.audit, calibrate=True)))
+    if args.calibration_only:
+        return fits[-2:], {}
     risks = {k: audit_risk(heads[k][0], data, n_aud, fp.audit.labels) for k in CHOICE}
     chosen = min(risks, key=risks.get)
     fits.append({**next(f for f in fits if f["method"] == chosen), "method": "audit_choice", "chose": chosen})
@@ -248,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "audit")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--calibration-only", action="store_true",
+                    help="refit only the calibrated variants of the draws in <out>/records.jsonl, in place")
     args = ap.parse_args(argv)
     args.datasets = [*args.datasets, *args.data]
     columns = dict(c.split("=", 1) for c in args.column)
@@ -262,6 +266,8 @@ def main(argv=None) -> int:
         return 0
     params = load_params(args.params)
     done = {}
+    if args.calibration_only:
+        return redo_calibration(args, params, columns, records_path)
     if args.resume and records_path.exists():
         done = {key(r["job"]): r for r in map(json.loads, records_path.read_text().splitlines())}
     elif records_path.exists():
@@ -290,6 +296,32 @@ def main(argv=None) -> int:
         r2 = " ".join(f"{f['method']} {f['r2']:+.3f}" for f in fits if f["rates"] != "estimated" and f.get("r2") is not None)
         print(f"[{i}/{len(jobs)}] {job}: {r2 or diag.get('error')} ({rec['seconds']:.0f} s, "
               f"{(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
+    print(audit_report.write(records, args.out))
+    return 0
+
+
+def redo_calibration(args, params, columns, records_path: Path) -> int:
+    """The calibrated variants again (same seeds, so the same heads under them), for records made
+    before a change to the calibration; the rest of each record is kept."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from bench import audit_report
+
+    records = [json.loads(line) for line in records_path.read_text().splitlines()]
+    X_of, X = load_embeddings(params, list(dict.fromkeys(r["job"]["dataset"] for r in records)), columns)
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+    for i, rec in enumerate(records, 1):
+        job = rec["job"]
+        if not rec["fits"]:
+            continue
+        draw = make_draw(draw_params(params, job["dataset"], job["share"], tuple(job["rho"]), job["seed"], columns), X_of, X)
+        fresh, _ = run_draw(draw, params.fit, tuple(job["rho"]), job["seed"], args)
+        by = {f["method"]: f for f in fresh}
+        rec["fits"] = [by.get(f["method"], f) if f["rates"] == "true" else f for f in rec["fits"]]
+        print(f"[{i}/{len(records)}] {job}: " + " ".join(f"{k} {v['r2']:+.3f}" for k, v in by.items()), flush=True)
+        records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     print(audit_report.write(records, args.out))
     return 0
 

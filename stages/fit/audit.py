@@ -199,25 +199,28 @@ def label_selection_warning(check: dict, model: str) -> str | None:
 def platt(logits: np.ndarray, a1: np.ndarray, a0: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` minimising ``Σ a1·ℓ(a·f + b, 1) + a0·ℓ(a·f + b, 0)`` — Platt scaling against the
     audit rows' (noise-corrected) coefficients, guarded like the heads' risk: each class part is
-    kept non-negative, so noisy coefficients cannot run the fit away. Starts from (1, 0)."""
+    kept non-negative, so noisy coefficients cannot run the fit away. ``a = exp(u) > 0``, so a
+    calibration never reverses the head's ranking (a dozen val audit rows did, unconstrained),
+    and a weak Gaussian prior ``(u² + b²) / 2n`` pulls a thin audit toward the identity (1, 0)."""
     import torch
 
     f = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     c1, c0 = (torch.as_tensor(np.asarray(c, dtype=np.float64)) for c in (a1, a0))
-    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([ab], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    ub = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ub], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    prior = 1.0 / (2 * max(len(f), 1))
 
     def closure():
         opt.zero_grad()
-        g = ab[0] * f + ab[1]
+        g = torch.exp(ub[0]) * f + ub[1]
         r1 = (c1 * torch.nn.functional.softplus(-g)).mean()
         r0 = (c0 * torch.nn.functional.softplus(g)).mean()
-        loss = torch.clamp(r1, min=0) + torch.clamp(r0, min=0)
+        loss = torch.clamp(r1, min=0) + torch.clamp(r0, min=0) + prior * (ub ** 2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    a, b = (float(v) for v in ab.detach())
+    a, b = float(torch.exp(ub[0].detach())), float(ub[1].detach())
     if not (math.isfinite(a) and math.isfinite(b)):
         raise RmpipeError("fit.audit.calibrate: the calibration on the val audit rows did not converge")
     return a, b

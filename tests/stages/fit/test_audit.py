@@ -152,6 +152,13 @@ def test_platt_scaling_recovers_a_known_distortion():
     assert a == pytest.approx(1 / 3, rel=0.1) and b == pytest.approx(1 / 3, abs=0.1)
 
 
+def test_platt_scaling_never_reverses_the_ranking_on_a_thin_audit():
+    f = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+    y = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # a dozen rows that happen to disagree with the head
+    a, b = platt(f, y, 1 - y)
+    assert a > 0  # flattened, never flipped
+
+
 # --- through the fit, on a Gaussian world with an audit -------------------------------------
 def audited_world(share=0.08, seed=0, n=6000):
     from pipeline.synthetic import make_world
