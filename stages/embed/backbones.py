@@ -28,6 +28,7 @@ from filelock import FileLock
 from pipeline.config import BackboneSpec
 from pipeline.errors import RmpipeError
 from pipeline.store import file_sha256, spec_hash
+from stages.embed.precision import spec_dtype
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 TEXT_VERSION = 1
@@ -48,6 +49,7 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
     """The embedding function's definition, as hashed into the store's key. Execution settings
     (backend, batch budget, device) are deliberately absent: they change speed, not values."""
     out = {f: getattr(spec, f) for f in FUNCTION_FIELDS}
+    out["dtype"] = spec_dtype(spec)[0]  # what it computes in: auto resolved on this device
     out["weights"] = weights
     out["text"] = TEXT_VERSION
     return out
