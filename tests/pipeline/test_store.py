@@ -170,7 +170,7 @@ def staged_shard(store, folder, ids, spec_hash_=None):
         header["spec_hash"] = spec_hash_
     path = folder / f"shard-{ids[0]}.parquet"
     folder.mkdir(exist_ok=True)
-    pq.write_table(shard_table(ids, vectors(ids), header, {"engine": "ray"}), path)
+    pq.write_table(shard_table(ids, vectors(ids).astype(np.float32), header, {"engine": "ray"}), path)
     return path
 
 
