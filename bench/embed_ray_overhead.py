@@ -38,6 +38,7 @@ def main() -> None:
     import torch
 
     from pipeline.config import load_params
+    from pipeline.store import EmbeddingStore
     from pipeline.table import make_pair_id
     from stages.embed.run import embed
 
@@ -63,7 +64,13 @@ def main() -> None:
                 wall = time.perf_counter() - t0
                 assert s.computed == table.height
                 runs[label].append((s.tokens, wall))
-                print(f"round {r} {label}: {s.tokens} tokens in {wall:.1f} s ({s.dtype})", flush=True)
+                inside = ""
+                if engine == "ray":  # what the actors say they spent: model load, then forward passes
+                    ex = [sh["exec"] for sh in EmbeddingStore(p.store_path("minilm")).manifest["shards"]]
+                    compute = sum(e["compute_s"] for e in ex) / opts["actors"]
+                    inside = (f"; inside the actors: start-up and model load up to {max(e['load_s'] for e in ex):.1f} s, "
+                              f"then {sum(e['tokens'] for e in ex) / compute:,.0f} tokens/s (busy time)")
+                print(f"round {r} {label}: {s.tokens} tokens in {wall:.1f} s ({s.dtype}){inside}", flush=True)
     ray.shutdown()
     base_rate = sum(t for t, _ in runs[engines[0][2]]) / sum(w for _, w in runs[engines[0][2]])
     print(f"\nMiniLM, {table.height} real pairs, commit_rows {args.commit_rows}, {args.rounds} "

@@ -10,7 +10,7 @@ the CPU and GPU budgets, with the ratio to the GPU budget. Each model also runs 
 (weights and compute; ``dtype: auto`` on a CPU with native bfloat16) at the CPU budget, timed
 right after its float32 twin, and the cosine between the two embeddings of each pair is printed.
 
-    .venv/bin/python bench/embed_throughput.py [--pairs 96] [--smol-pairs 12] [--seed 0]
+    [RMPIPE_SHARED_DATA=...] .venv/bin/python bench/embed_throughput.py [--pairs 96] [--smol-pairs 12] [--seed 0]
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def real_pairs(seed: int, n: int) -> list[tuple[str, str]]:
     """A random sample of (prompt, response) from all three shared sets, in their proportions."""
+    from stages.prepare.shared import shared_root
+
+    SHARED = shared_root()  # $RMPIPE_SHARED_DATA or ../shared/data
     pairs = []
     with gzip.open(SHARED / "hh-rlhf/harmless-base/test.jsonl.gz", "rt") as f:
         for line in f:

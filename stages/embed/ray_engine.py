@@ -40,6 +40,7 @@ class ShardWriter:
     in the staging folder. Returns the shard's path and the block's counts."""
 
     def __init__(self, spec: dict, path: str, header: dict, staging: str, info: dict, threads: int):
+        t0 = time.perf_counter()
         import torch
 
         from stages.embed.run import make_backend
@@ -51,7 +52,8 @@ class ShardWriter:
         self.backend = make_backend(self.spec, path)
         self.encoder = PairEncoder(self.backend.tokenizer, self.spec.max_tokens, self.spec.chat_template)
         self.header, self.staging = header, Path(staging)
-        self.info = {**info, **self.backend.exec_info(), "host": socket.gethostname(), "pid": os.getpid()}
+        self.info = {**info, **self.backend.exec_info(), "host": socket.gethostname(), "pid": os.getpid(),
+                     "load_s": round(time.perf_counter() - t0, 3)}
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -60,12 +62,14 @@ class ShardWriter:
         from pipeline.atomic import atomic_path
         from pipeline.shards import shard_table
 
+        t0 = time.perf_counter()
         ids = [str(x) for x in batch["pair_id"]]
         enc = self.encoder.encode([str(x) for x in batch["prompt"]], [str(x) for x in batch["response"]])
         vectors = self.backend.encode(enc.ids, enc.type_ids).astype(np.dtype(self.header["dtype"]))
         target = self.staging / f"shard-{uuid.uuid4().hex[:12]}.parquet"
         with atomic_path(target) as tmp:
-            pq.write_table(shard_table(ids, vectors, self.header, self.info), tmp)
+            info = {**self.info, "compute_s": round(time.perf_counter() - t0, 3), "tokens": enc.tokens}
+            pq.write_table(shard_table(ids, vectors, self.header, info), tmp)
         return {"file": [str(target)], "rows": [len(ids)], "tokens": [enc.tokens],
                 "prompt_cut": [enc.prompt_cut], "response_cut": [enc.response_cut]}
 
