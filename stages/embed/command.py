@@ -20,7 +20,7 @@ def embed(
     backbone: Optional[str] = typer.Option(None, help="Backbone name from params.yaml (default: each of embed.backbones)."),
     shard: Optional[str] = typer.Option(None, help="i/n: embed only the i-th of n hash-partitions (0-based)."),
     rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function; rebuild a lost or damaged manifest from the shards that pass their checks."),
-    engine: str = typer.Option("local", help="local: this process; ray: a Ray cluster's actors (pip install '.[ray]', docs/scale.md)."),
+    engine: str = typer.Option("local", help="local: this process; ray: a Ray cluster's actors (needs the ray extra; docs/scale.md)."),
     address: Optional[str] = typer.Option(None, help="--engine ray: the cluster to join (auto: the one `ray start` made here; default: start a local one)."),
     actors: Optional[int] = typer.Option(None, min=1, help="--engine ray: model actors (default: the cluster's GPUs / --gpus-per-actor, or CPUs / --cpus-per-actor)."),
     cpus_per_actor: Optional[float] = typer.Option(None, min=0.01, help="--engine ray: CPUs (and torch threads) per actor (default 1)."),

@@ -17,6 +17,7 @@ Ctrl-C the driver commits what its actors have finished, then says what was kept
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -112,6 +113,7 @@ def _connect(address: str | None):
         except ConnectionError as exc:
             first = (str(exc).strip().splitlines() or ["no cluster"])[0]
             raise RmpipeError(f"--address {address}: cannot reach a Ray cluster ({first})") from None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and line say what it did
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -183,7 +185,8 @@ def _run_claim(ray, summary, store, spec, path, pair_ids, text, commit_rows, hea
               for chunk in (pair_ids[i:i + commit_rows] for i in range(0, len(pair_ids), commit_rows))]
     info = {"engine": "ray", "driver": socket.gethostname(), "shard": summary.shard}
     mapped = ray.data.from_arrow(blocks).map_batches(
-        ShardWriter, batch_size=commit_rows, batch_format="numpy", concurrency=min(actors, len(blocks)),
+        ShardWriter, batch_size=commit_rows, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(actors, len(blocks))),
         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
         fn_constructor_kwargs=dict(spec=dataclasses.asdict(spec), path=path, header=header,
                                    staging=str(staging), info=info, threads=int(cpus_per_actor)))
