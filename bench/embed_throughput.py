@@ -10,7 +10,7 @@ the CPU and GPU budgets, with the ratio to the GPU budget. Each model also runs 
 (weights and compute; ``dtype: auto`` on a CPU with native bfloat16) at the CPU budget, timed
 right after its float32 twin, and the cosine between the two embeddings of each pair is printed.
 
-    [RMPIPE_SHARED_DATA=...] .venv/bin/python bench/embed_throughput.py [--pairs 96] [--smol-pairs 12] [--seed 0]
+    [RMPIPE_SHARED_DATA=...] .venv/bin/python bench/embed_throughput.py [--pairs 96] [--smol-pairs 12] [--seed 0] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=96, help="MiniLM sample size")
     ap.add_argument("--smol-pairs", type=int, default=12, help="SmolLM2 sample size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved float32/bfloat16 rounds")
     args = ap.parse_args()
 
     import numpy as np
@@ -150,6 +151,19 @@ def main() -> None:
     print("\nbaseline: the reference loop for MiniLM, the GPU budget for SmolLM2-135M")
     for model, c in cosines.items():
         print(f"{model}: cosine(float32, bfloat16) per pair: mean {c.mean():.6f}, min {c.min():.6f}")
+
+    # float32 against bfloat16 again, alternating, so that a shared machine's load hits both alike
+    print(f"\nfloat32 vs bfloat16, {args.rounds} interleaved rounds (f32, bf16, f32, bf16, ...), CPU budget\n")
+    print("| backbone | tokens | float32 tokens/s per round | bfloat16 tokens/s per round | bf16 / f32 per round | bf16 / f32 (all rounds) |")
+    print("|---|---:|---|---|---|---:|")
+    backend.batch_tokens = sback.batch_tokens = cpu_budget
+    for model, pair, tok, (b32, b16) in (("minilm", (enc.ids, enc.type_ids), enc.tokens, (backend, bf)),
+                                          ("smollm2-135m", (senc.ids, None), senc.tokens, (sback, sbf))):
+        times = [[timed(lambda b=b: b.encode(*pair))[1] for b in (b32, b16)] for _ in range(args.rounds)]
+        f32s, bf16s = ([tok / t[k] for t in times] for k in (0, 1))
+        print(f"| {model} | {tok} | {', '.join(f'{x:,.0f}' for x in f32s)} | {', '.join(f'{x:,.0f}' for x in bf16s)} | "
+              f"{', '.join(f'{b / a:.2f}x' for a, b in zip(f32s, bf16s))} | "
+              f"{sum(t[0] for t in times) / sum(t[1] for t in times):.2f}x |")
 
 
 def cosine(a, b):

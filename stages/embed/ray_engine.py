@@ -133,8 +133,8 @@ def compute_on_ray(summary, store: EmbeddingStore, spec: BackboneSpec, path: str
     text = {pid: (p, r) for pid, p, r in zip(ids, prompts, responses)}
     have = store.pair_ids()
     left = [pid for pid in ids if pid not in have]
-    gpus = ray.cluster_resources().get("GPU", 0) if gpus_per_actor is None else gpus_per_actor
-    gpus_per_actor = (1.0 if gpus else 0.0) if gpus_per_actor is None else gpus_per_actor
+    if gpus_per_actor is None:  # one model per GPU where the cluster has GPUs
+        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
     cpus_per_actor = cpus_per_actor or 1.0
     if actors is None:
         pool = ray.cluster_resources().get("GPU" if gpus_per_actor else "CPU", 1)
@@ -145,7 +145,6 @@ def compute_on_ray(summary, store: EmbeddingStore, spec: BackboneSpec, path: str
     bar = tqdm(total=len(left), unit="pair", desc=f"embed {summary.backbone} (ray, {actors} actor(s))",
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    claim = None
     try:
         while left:
             claim, pending = store.claim(left, len(left))
@@ -166,7 +165,6 @@ def compute_on_ray(summary, store: EmbeddingStore, spec: BackboneSpec, path: str
                     store.commit_shard(shard)
                 shutil.rmtree(staging, ignore_errors=True)
                 claim.release()
-                claim = None
                 summary.computed += len(store.pair_ids().intersection(mine))
             done = store.pair_ids()
             left = [pid for pid in left if pid not in done]
