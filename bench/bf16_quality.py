@@ -88,7 +88,7 @@ def main() -> None:
     rows.append(execution_yardstick(params, pairs.head(512)))
     print(f"\n{len(ids)} pairs: the {args.dataset} set and the default world; MiniLM mean pooling; "
           f"|e| ≈ {np.linalg.norm(a, axis=1).mean():.2f}, coordinates' mean |e_i| {np.abs(a).mean():.3f}\n")
-    print("| compared | pairs | mean cosine | min cosine | mean max |Δ| per pair | max |Δ| |")
+    print("| compared | pairs | mean cosine | min cosine | mean of max abs Δ per pair | max abs Δ |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, n, c, d in rows:
         print(f"| {label} | {n} | {c.mean():.6f} | {c.min():.6f} | {d.max(1).mean():.2e} | {d.max():.2e} |")
