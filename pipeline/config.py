@@ -33,7 +33,8 @@ FEEDBACK_KINDS = tuple(METHODS)
 SOURCE_KINDS = ("builtin", "hub", "shared", "file")
 SHAPES = ("monotone", "extremes")  # pipeline/simulation.py
 POOLINGS = ("last", "mean")  # stages/embed/pooling.py
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: stages/embed/precision.py
+STORE_DTYPES = ("float32", "float16")  # pipeline/shards.py
 BACKENDS = ("hf", "vllm")
 CLASSIFIERS = ("logistic", "lightgbm")  # pipeline/nuisance.py
 PROPENSITY_MODELS = CLASSIFIERS + ("audit",)  # audit: π(s, y) from a randomised audit (stages/fit/audit.py)
@@ -157,7 +158,7 @@ class BackboneSpec:
     layer: int = -1  # -1: final (normed) output; k: hidden_states[k] (0 = embeddings), hf only
     max_tokens: int = 512  # longer pairs lose the front of the prompt, then the response's tail
     chat_template: bool = True  # false: the tokenizer's (prompt, response) pair encoding
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
+    dtype: str = "auto"  # auto (bfloat16 where native, else float32) | float32 | bfloat16 | float16
     backend: str = "hf"  # hf | vllm
     batch_tokens: int | None = None  # padded tokens per batch (hf), max_num_batched_tokens (vllm);
     #                                  None: by device (stages.embed.hf_backend.default_batch_tokens)
@@ -185,11 +186,13 @@ class EmbedParams:
     store_dir: str = "cache/embeddings"
     models_dir: str = "cache/models"  # dequantised GGUF weights, made once
     commit_rows: int = 2048  # rows per committed shard: what a crash can cost at most
+    store_dtype: str = "float32"  # float32 | float16: half the disk of the store
 
     section: ClassVar[str] = "embed"
 
     def __post_init__(self):
         check.integer(self, "commit_rows")
+        check.one_of(self, "store_dtype", STORE_DTYPES)
 
 
 # --- fit -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, write_json
 from pipeline.claims import Claim, live_claims
 from pipeline.errors import RmpipeError
-from pipeline.shards import manifest_entry, shard_table
+from pipeline.shards import check_shard_file, manifest_entry, shard_table
 from pipeline.store_manifest import FORMAT, MANIFEST, locked, read_manifest, spec_hash, writing
 from pipeline.store_repair import check_shard, rebuild, repair_store, tidy
 
@@ -97,6 +97,10 @@ class EmbeddingStore:
                 if manifest["dim"] != dim:
                     raise RmpipeError(f"{root}: store has dimension {manifest['dim']}, "
                                       f"the backbone gives {dim}")
+                if manifest["dtype"] != dtype:
+                    raise RmpipeError(f"{root}: store holds {manifest['dtype']} vectors, "
+                                      f"embed.store_dtype asks for {dtype}; set it back or "
+                                      f"rebuild the store (rmpipe embed --rebuild)")
                 tidy(root, manifest, notes)
             else:
                 manifest = {"format": FORMAT, "backbone": backbone, "spec": spec,
@@ -203,6 +207,36 @@ class EmbeddingStore:
             raise
         self._ids[target.name] = ids
         return len(ids)
+
+    def commit_shard(self, path: str | Path, exec_info: dict | None = None) -> int:
+        """List a finished shard file written elsewhere (a Ray actor's, in :func:`shard_table`'s
+        format): checked against its own checksum and this store's key, dim and dtype, moved
+        into the store and listed, all under the lock. Rows the store already holds are
+        dropped (their vectors are rewritten without them). Returns rows committed."""
+        path = Path(path)
+        with _writing(self.root), _locked(self.root):
+            meta, ids = check_shard_file(path)
+            manifest = self.manifest
+            for key in ("spec_hash", "dim", "dtype"):
+                if meta.get(key) != manifest[key]:
+                    raise RmpipeError(f"{path}: shard has {key} {meta.get(key)}, the store at "
+                                      f"{self.root} has {manifest[key]}")
+            have = self.pair_ids()
+            if have.intersection(ids):
+                values = self._shard_values_of(path, int(manifest["dim"]))
+                path.unlink()
+                return self._append(ids, values, exec_info or meta.get("exec", {}))
+            target = self.root / path.name
+            path.rename(target)
+            manifest["shards"].append(manifest_entry(target, len(ids), exec_info or meta.get("exec", {})))
+            write_json(self.root / MANIFEST, manifest)
+            self._ids[target.name] = ids
+            return len(ids)
+
+    @staticmethod
+    def _shard_values_of(path: Path, dim: int) -> np.ndarray:
+        col = pq.ParquetFile(path).read(columns=["embedding"])["embedding"].combine_chunks()
+        return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
     # --- reading -------------------------------------------------------------------------
     def read(self, pair_ids: Sequence[str]) -> np.ndarray:

@@ -39,6 +39,7 @@ from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
 from pipeline.table import read_table
 from stages.embed import backbones
+from stages.embed.precision import spec_dtype
 from pipeline.heads import Head, load_head
 
 REMOTE_FILE = "modeling_rmpipe.py"
@@ -225,7 +226,7 @@ def build_native(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, c
     config.classifier_dropout = 0.0
     config.mean, config.std = stats[0], stats[1]
     config.rmpipe = card
-    dtype = getattr(torch, spec.dtype)
+    dtype = getattr(torch, spec_dtype(spec)[0])  # the dtype its store was computed in
     model = seq_cls.from_pretrained(path, config=config, revision=spec.revision, dtype=dtype)
     weight = head.model.state_dict()["net.0.weight"]
     with torch.no_grad():
@@ -253,7 +254,7 @@ def build_remote(tmp: Path, path: str, spec: BackboneSpec, head: Head, config, c
         auto_map={"AutoConfig": "modeling_rmpipe.RmpipeRewardConfig",
                   "AutoModelForSequenceClassification": "modeling_rmpipe.RmpipeRewardModel"},
         mean=stats[0], std=stats[1], rmpipe=card)
-    dtype = getattr(torch, spec.dtype)
+    dtype = getattr(torch, spec_dtype(spec)[0])  # the dtype its store was computed in
     model = RmpipeRewardModel(remote)
     model.backbone = AutoModel.from_pretrained(path, revision=spec.revision, dtype=dtype)
     model.head.load_state_dict(head.model.state_dict())

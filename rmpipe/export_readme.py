@@ -4,6 +4,7 @@ it, and where its numbers come from."""
 from __future__ import annotations
 
 from pipeline.config import BackboneSpec
+from stages.embed.precision import spec_dtype
 
 NATIVE_LOAD = """\
 ```python
@@ -89,7 +90,7 @@ def readme(arch: str, kind: str, why: str | None, spec: BackboneSpec, card: dict
         f"Exported by `rmpipe export` from a head trained with method `{card['method']}` on "
         f"dataset `{card['dataset']}` (licence of the training data: "
         f"{card.get('licence') or 'not recorded'}), backbone `{card['backbone']}` "
-        f"(`{spec.model}`, pooling `{spec.pooling}`, {spec.dtype}).",
+        f"(`{spec.model}`, pooling `{spec.pooling}`, {spec_dtype(spec)[0]}).",
         "",
         "The output is one logit per sequence (`num_labels = 1`): the head's `f(e)` on the "
         "backbone's embedding `e` of the pair. `sigmoid(f)` is the probability that the response "

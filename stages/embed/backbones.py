@@ -31,6 +31,7 @@ from pipeline.errors import RmpipeError
 from pipeline.shards import file_sha256
 from pipeline.store import spec_hash
 from stages.embed import vectors
+from stages.embed.precision import spec_dtype
 
 # Bump when the text encoding (template use, truncation rule) changes: it is part of the key.
 # Chat templates are at 2 (the policy's sequence, read at the end-of-turn token; 1 read the
@@ -54,6 +55,7 @@ def function_spec(spec: BackboneSpec, weights: str | None) -> dict:
     """The embedding function's definition, as hashed into the store's key. Execution settings
     (backend, batch budget, device) are deliberately absent: they change speed, not values."""
     out = {f: getattr(spec, f) for f in FUNCTION_FIELDS}
+    out["dtype"] = spec_dtype(spec)[0]  # what it computes in: auto resolved on this device
     out["weights"] = weights
     out["text"] = TEXT_VERSION if spec.chat_template else PAIR_TEXT_VERSION
     return out

@@ -19,14 +19,24 @@ def embed(
     backbone: Optional[str] = typer.Option(None, help="Backbone name from params.yaml (default: each of embed.backbones)."),
     shard: Optional[str] = typer.Option(None, help="i/n: embed only the i-th of n hash-partitions (0-based)."),
     rebuild: bool = typer.Option(False, help="Delete a store built by another embedding function; rebuild a lost or damaged manifest from the shards that pass their checks."),
+    engine: str = typer.Option("local", help="local: this process; ray: a Ray cluster's actors (needs the ray extra; docs/scale.md)."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: the cluster to join (auto: the one `ray start` made here; default: start a local one)."),
+    actors: Optional[int] = typer.Option(None, min=1, help="--engine ray: model actors (default: the cluster's GPUs / --gpus-per-actor, or CPUs / --cpus-per-actor)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, min=0.01, help="--engine ray: CPUs (and torch threads) per actor (default 1)."),
+    gpus_per_actor: Optional[float] = typer.Option(None, min=0, help="--engine ray: GPUs per actor (default 1 where the cluster has GPUs, else 0)."),
     progress: Progress = True,
 ) -> None:
     """Embed the dataset's prompt-response pairs with a backbone into its store (only missing pairs)."""
     from stages.embed.run import embed as run_embed
 
     p = run.params
+    ray = {k: v for k, v in dict(address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                                 gpus_per_actor=gpus_per_actor).items() if v is not None}
+    if ray and engine != "ray":
+        raise RmpipeError(f"--{next(iter(ray)).replace('_', '-')} is a setting of --engine ray")
     for name in [backbone] if backbone else p.embed.backbones:
-        typer.echo(run_embed(p, name, shard=shard, rebuild=rebuild, progress=progress).line())
+        typer.echo(run_embed(p, name, shard=shard, rebuild=rebuild, progress=progress,
+                             engine=engine, ray=ray).line())
 
 
 cache_app = typer.Typer(help="Inspect and maintain the embedding stores.", no_args_is_help=True)

@@ -26,8 +26,10 @@ from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore, open_if_current, spec_hash
 from stages.embed import backbones, vectors
+from stages.embed.precision import spec_dtype
 
 WAIT_S = 0.2  # poll interval while another run holds the remaining pairs
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -47,6 +49,8 @@ class EmbedSummary:
     seconds: float
     shard: str | None = None
     notes: list[str] = field(default_factory=list)  # what opening the store recovered
+    dtype: str = ""  # what the backbone computed in, and why (``dtype: auto`` resolved)
+    engine: str = "local"
 
     @property
     def tokens_per_s(self) -> float:
@@ -54,10 +58,11 @@ class EmbedSummary:
 
     def line(self) -> str:
         where = f" (shard {self.shard})" if self.shard else ""
+        where += f" (engine {self.engine})" if self.engine != "local" else ""
         return (f"embed {self.backbone}{where}: {self.computed} computed, {self.reused} reused, "
                 f"truncated {self.prompt_cut} prompt(s) / {self.response_cut} response(s), "
                 f"{self.tokens} tokens at {self.tokens_per_s:,.0f} tokens/s -> {self.store} "
-                f"[{self.spec_hash}, dim {self.dim}]" + "".join(f"; {n}" for n in self.notes))
+                f"[{self.spec_hash}, dim {self.dim}, {self.dtype}]" + "".join(f"; {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,15 +92,16 @@ def in_shard(pair_id: str, i: int, n: int) -> bool:
 
 def make_backend(spec: BackboneSpec, path: str):
     """The backend object for ``spec``: imported only when chosen."""
+    dtype = spec_dtype(spec)[0]
     if spec.backend == "vllm":
         from stages.embed.vllm_backend import VLLMBackend
 
-        return VLLMBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=spec.dtype,
+        return VLLMBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=dtype,
                            max_tokens=spec.max_tokens, batch_tokens=spec.batch_tokens,
                            revision=spec.revision, device=spec.device)
     from stages.embed.hf_backend import HFBackend
 
-    return HFBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=spec.dtype,
+    return HFBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=dtype,
                      device=spec.device, batch_tokens=spec.batch_tokens, revision=spec.revision)
 
 
@@ -150,9 +156,14 @@ def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:
 
 
 def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = None, *,
-          table: Any = None, rebuild: bool = False, progress: bool = True) -> EmbedSummary:
+          table: Any = None, rebuild: bool = False, progress: bool = True,
+          engine: str = "local", ray: dict | None = None) -> EmbedSummary:
     """Embed every pair of ``table`` (default: the prepared table of ``params.dataset``) that the
-    ``backbone`` store lacks, and return what was done. Idempotent; safe to run concurrently."""
+    ``backbone`` store lacks, and return what was done. Idempotent; safe to run concurrently.
+    ``engine="ray"`` computes on a Ray cluster (``ray``: address, actors, gpus_per_actor;
+    :mod:`stages.embed.ray_engine`); ``"local"`` in this process."""
+    if engine not in ENGINES:
+        raise RmpipeError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
     spec = params.backbone(backbone)
     resolved = backbones.resolve(spec, params.embed.models_dir, backbone)  # a missing model: before any work
     part = parse_shard(shard)
@@ -181,18 +192,26 @@ def embed(params: Params, backbone: str, shard: str | tuple[int, int] | None = N
     if store is None or todo:  # the width is read from the config only for a new store
         dim = store.dim if store is not None else backbones.hidden_size(resolved, spec.revision)
         store = EmbeddingStore.create(root, backbone=backbone, spec=function, dim=dim,
-                                      rebuild=rebuild)
+                                      dtype=params.embed.store_dtype, rebuild=rebuild)
         have = store.pair_ids()
         todo = [k for k, pid in enumerate(ids) if pid not in have]
     summary = EmbedSummary(backbone=backbone, store=str(store.root), spec_hash=store.spec_hash,
                            dim=store.dim, pairs=len(ids), computed=0, reused=len(ids),
                            prompt_cut=0, response_cut=0, tokens=0, seconds=0.0,
-                           shard=f"{part[0]}/{part[1]}" if part else None, notes=store.notes)
+                           shard=f"{part[0]}/{part[1]}" if part else None, notes=store.notes,
+                           dtype="{} ({})".format(*spec_dtype(spec)), engine=engine)
     if not todo:
         return summary
     try:
-        _compute(summary, store, spec, resolved.path, todo, ids, prompts, responses,
-                 params.embed.commit_rows, progress)
+        if engine == "ray":
+            from stages.embed.ray_engine import compute_on_ray
+
+            compute_on_ray(summary, store, spec, resolved.path, [ids[k] for k in todo],
+                           [prompts[k] for k in todo], [responses[k] for k in todo],
+                           params.embed.commit_rows, progress, **(ray or {}))
+        else:
+            _compute(summary, store, spec, resolved.path, todo, ids, prompts, responses,
+                     params.embed.commit_rows, progress)
     except KeyboardInterrupt:
         print(f"rmpipe: interrupted: {store.rows} row(s) committed to {store.root} "
               f"({summary.computed} by this run); run the same command again to resume",

@@ -156,3 +156,34 @@ def test_concurrent_writers_leave_a_valid_store(tmp_path):
     assert len(ids) == len(set(ids)) == s.rows == 46
     np.testing.assert_array_equal(s.read(sorted(ids)), vectors(sorted(ids)))
     assert json.loads((root / MANIFEST).read_text())["backbone"] == "c"
+
+
+def staged_shard(store, folder, ids, spec_hash_=None):
+    """A shard written outside the store (as a Ray actor writes one), in the store's format."""
+    import pyarrow.parquet as pq
+
+    from pipeline.shards import shard_table
+    from pipeline.store import HEADER
+
+    header = {k: store.manifest[k] for k in HEADER}
+    if spec_hash_:
+        header["spec_hash"] = spec_hash_
+    path = folder / f"shard-{ids[0]}.parquet"
+    folder.mkdir(exist_ok=True)
+    pq.write_table(shard_table(ids, vectors(ids).astype(np.float32), header, {"engine": "ray"}), path)
+    return path
+
+
+def test_commit_shard_lists_a_finished_shard_and_drops_rows_already_stored(store, tmp_path):
+    staging = store.root / ".claim-x.shards"
+    assert store.commit_shard(staged_shard(store, staging, ["p7", "p8"])) == 2
+    assert store.commit_shard(staged_shard(store, staging, ["p4", "p9"])) == 1  # p4 is stored
+    assert not list(staging.iterdir())
+    store.verify()
+    ids = [i for s in store.manifest["shards"] for i in store._shard_ids(s)]
+    assert sorted(ids) == ["p0", "p1", "p2", "p3", "p4", "p7", "p8", "p9"]
+    np.testing.assert_array_equal(store.read(["p9", "p7"]), vectors(["p9", "p7"]))
+    alien = staged_shard(store, staging, ["p5"], spec_hash_="0" * 16)
+    with pytest.raises(RmpipeError, match="shard has spec_hash 0{16}"):
+        store.commit_shard(alien)
+    assert store.rows == 8

@@ -38,7 +38,8 @@ def make_project(tmp_path: Path, backbone: str, spec: BackboneSpec | None, hidde
     """``(params, head folder)``: ``rows`` built-in pairs embedded by ``backbone``, one head."""
     params = load_params(REPO / "params.yaml")
     source = dataclasses.replace(params.prepare.source, kind="builtin", rows=rows)
-    specs = dict(params.backbones)
+    # float32: the parity checks' tolerances are float32's (a bfloat16 export is bfloat16 end to end)
+    specs = {k: dataclasses.replace(v, dtype="float32") for k, v in params.backbones.items()}
     if spec is not None:
         specs[backbone] = spec
     params = dataclasses.replace(
