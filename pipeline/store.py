@@ -214,7 +214,7 @@ class EmbeddingStore:
         into the store and listed, all under the lock. Rows the store already holds are
         dropped (their vectors are rewritten without them). Returns rows committed."""
         path = Path(path)
-        with _writing(self.root), _locked(self.root):
+        with writing(self.root), locked(self.root):
             meta, ids = check_shard_file(path)
             manifest = self.manifest
             for key in ("spec_hash", "dim", "dtype"):

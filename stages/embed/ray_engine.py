@@ -44,7 +44,7 @@ class ShardWriter:
         t0 = time.perf_counter()
         import torch
 
-        from stages.embed.run import make_backend
+        from stages.embed.backends import make_backend
         from stages.embed.text import PairEncoder
 
         if threads > 0:

@@ -26,6 +26,7 @@ from pipeline.config import BackboneSpec, Params
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore, open_if_current, spec_hash
 from stages.embed import backbones, vectors
+from stages.embed.backends import make_backend
 from stages.embed.precision import spec_dtype
 
 WAIT_S = 0.2  # poll interval while another run holds the remaining pairs
@@ -88,21 +89,6 @@ def in_shard(pair_id: str, i: int, n: int) -> bool:
     """Deterministic partition by a hash of the pair_id: the same on every machine."""
     digest = hashlib.blake2b(pair_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % n == i
-
-
-def make_backend(spec: BackboneSpec, path: str):
-    """The backend object for ``spec``: imported only when chosen."""
-    dtype = spec_dtype(spec)[0]
-    if spec.backend == "vllm":
-        from stages.embed.vllm_backend import VLLMBackend
-
-        return VLLMBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=dtype,
-                           max_tokens=spec.max_tokens, batch_tokens=spec.batch_tokens,
-                           revision=spec.revision, device=spec.device)
-    from stages.embed.hf_backend import HFBackend
-
-    return HFBackend(path, pooling=spec.pooling, layer=spec.layer, dtype=dtype,
-                     device=spec.device, batch_tokens=spec.batch_tokens, revision=spec.revision)
 
 
 class Embedder:
