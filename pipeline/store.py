@@ -30,7 +30,7 @@ from pipeline.claims import Claim, live_claims
 from pipeline.errors import RmpipeError
 from pipeline.shards import check_shard_file, manifest_entry, shard_table
 from pipeline.store_manifest import FORMAT, MANIFEST, locked, read_manifest, spec_hash, writing
-from pipeline.store_repair import check_shard, rebuild, repair_store, tidy
+from pipeline.store_repair import check_shard, rebuild as rebuild_manifest, repair_store, tidy
 
 HEADER = ("backbone", "spec", "spec_hash", "dim", "dtype")
 
@@ -81,7 +81,7 @@ class EmbeddingStore:
                         raise RmpipeError(f"{manifest_path}: unreadable store manifest; rebuild it "
                                           f"from its shards with `rmpipe cache verify --repair` "
                                           f"or `rmpipe embed --rebuild`") from None
-                    manifest = rebuild(root, wanted, notes)
+                    manifest = rebuild_manifest(root, wanted, notes)
             if manifest is not None and manifest["spec_hash"] != wanted:
                 if not rebuild:
                     changed = sorted(k for k in set(spec) | set(manifest["spec"])
