@@ -217,7 +217,7 @@ def plan(args) -> list[dict]:
                     jobs.append(dict(dataset=d, share=share, rho=[0.0, 0.0], seed=seed))
             continue
         for share in args.shares:
-            for rho in RHOS[:args.rhos]:
+            for rho in (RHOS[1:] if args.second_rho_only else RHOS[:args.rhos]):
                 for seed in range(args.seeds):
                     jobs.append(dict(dataset=d, share=share, rho=list(rho), seed=seed))
     return jobs
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--coat-shares", nargs="+", type=float, default=[0.25, 1.0],
                     help="share of each Coat shopper's 16 random ratings in the audit")
     ap.add_argument("--rhos", type=int, default=2, help="noise settings: 1 = (0.1, 0.2) only, 2 = both")
+    ap.add_argument("--second-rho-only", action="store_true", help="noise setting (0.2, 0.1) alone")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--estimated", action="store_true", help="also fit the audit heads with anchor-estimated rates")
     ap.add_argument("--max-epochs", type=int, default=60)
