@@ -91,11 +91,40 @@ def section(setting, cell, diags) -> list[str]:
     return out + [""]
 
 
+def summary(res, diags) -> list[str]:
+    """One row per setting for the two heads fixed in advance: ``causalrm_audit`` (the method) and
+    ``audit_choice`` (the head with the lowest val-audit risk: chosen without a clean label).
+    Nothing here is picked by its test score."""
+    head = ["| data (ρ+, ρ−) | audit | audited rows | naive R² | audit_only R² | head | ΔR² vs naive | "
+            "ΔR² vs audit_only | −ΔMAE vs naive | −ΔMAE vs audit_only | Δbest-of-N vs naive |",
+            "|---|---|---:|---:|---:|---|---|---|---|---|---|"]
+    neg = lambda d: {k: -x for k, x in d.items() if x is not None}  # noqa: E731
+    rows = []
+    for setting in sorted(res):
+        cell = res[setting]
+        naive, only = cell.get(("naive", "true")), cell.get(("audit_only", "true"))
+        if not naive or not only:
+            continue
+        d0 = [d for d in diags[setting] if "error" not in d]
+        dataset, share, rho = setting
+        for name in ("causalrm_audit", "audit_choice"):
+            v = cell.get((name, "true"))
+            if not v:
+                continue
+            rows.append(f"| {dataset} {rho} | {share:g} | {np.mean([d['audit_rows'] for d in d0]):.0f} | "
+                        f"{_mean(naive['r2']):.3f} | {_mean(only['r2']):.3f} | {name} | "
+                        f"{_ci(paired(v['r2'], naive['r2']))} | {_ci(paired(v['r2'], only['r2']))} | "
+                        f"{_ci(paired(neg(v['mae']), neg(naive['mae'])))} | {_ci(paired(neg(v['mae']), neg(only['mae'])))} | "
+                        f"{_ci(paired(v['bon_pick'], naive['bon_pick']))} |")
+    return head + rows
+
+
 def write(records, out: Path) -> Path:
     res, diags = index(records)
     lines = ["# What a randomised audit buys", "",
              "Made by `bench/audit_protocol.py` (command in docs/audit.md). Metrics on the clean test split; "
-             "R², MAE against the clean 0/1 label, best-of-N and NDCG within a prompt (a shopper for Coat).", ""]
+             "R², MAE against the clean 0/1 label, best-of-N and NDCG within a prompt (a shopper for Coat).", "",
+             "## Summary", "", *summary(res, diags), "", "## Every setting", ""]
     for setting in sorted(res, key=lambda s: (s[0], s[1], s[2])):
         lines += section(setting, res[setting], diags[setting])
     path = out / "audit_protocol.md"
