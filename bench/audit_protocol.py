@@ -108,6 +108,8 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     n_emb = fit_nuisance(data, emb, [m["naive"], m["causalrm"]])
     n_aud = fit_nuisance(data, aud, [m["causalrm"], m["causalrm_dr"], m["audit_only"]])
     fits, heads = [], {}
+    if args.estimated_only:
+        return estimated_fits(data, aud, m, draw), {}
 
     def fit(label, method, nuis, params, rates="true", on=None):
         t0 = time.perf_counter()
@@ -132,19 +134,7 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     chosen = min(risks, key=risks.get)
     fits.append({**next(f for f in fits if f["method"] == chosen), "method": "audit_choice", "chose": chosen})
     if args.estimated and rho != (0.0, 0.0):
-        from stages.fit.noise import anchor_rates
-
-        tr = data.train & data.observed & data.logs
-        est = None
-        try:
-            est = anchor_rates(n_emb.noisy_score[tr], fp.noise.q) if n_emb.noisy_score is not None else None
-        except RmpipeError:
-            pass
-        if est is not None:
-            est_fp = dataclasses.replace(aud, noise=dataclasses.replace(aud.noise, rho_pos=est.rho_pos, rho_neg=est.rho_neg))
-            n_est = fit_nuisance(data, est_fp, [m["causalrm"], m["audit_only"]])
-            fit("causalrm_audit", m["causalrm"], n_est, est_fp, "estimated")
-            fit("audit_only", m["audit_only"], n_est, est_fp, "estimated")
+        fits += estimated_fits(data, aud, m, draw)
     if draw.propensity_true is not None:
         true_p = np.clip(draw.propensity_true, fp.propensity.clip_min, 1.0)
         fit("causalrm_true_p", m["causalrm"], dataclasses.replace(n_emb, propensity=np.where(data.audit, 1.0, true_p)
@@ -167,6 +157,24 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
         if draw.propensity_true is not None and draw.label is not None:
             diag["pi_truth"] = pi_truth(n_aud, data, draw)
     return fits, diag
+
+
+def estimated_fits(data, aud, m, draw) -> list[dict]:
+    """The audit heads again with anchor-estimated noise rates (fit.noise's own estimate, from
+    the logs' feedback model), rates marked "estimated"."""
+    from stages.fit.core import fit_method, fit_nuisance
+
+    est = dataclasses.replace(aud, noise=dataclasses.replace(aud.noise, rho_pos=None, rho_neg=None))
+    try:
+        nuis = fit_nuisance(data, est, [m["causalrm"], m["audit_only"]])
+    except RmpipeError as exc:  # the anchors collapsed (d ≤ 0)
+        return [{"method": "causalrm_audit", "rates": "estimated", "error": str(exc)}]
+    out = []
+    for label, method in (("causalrm_audit", m["causalrm"]), ("audit_only", m["audit_only"])):
+        model, res = fit_method(data, nuis, method, est)
+        out.append({"method": label, "rates": "estimated", **score(draw, model), "best_epoch": res.best_epoch,
+                    "rho_pos_hat": nuis.rates.rho_pos, "rho_neg_hat": nuis.rates.rho_neg})
+    return out
 
 
 def pi_truth(nuisance, data, draw) -> dict:
@@ -253,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--calibration-only", action="store_true",
                     help="refit only the calibrated variants of the draws in <out>/records.jsonl, in place")
+    ap.add_argument("--estimated-only", action="store_true",
+                    help="add the estimated-rate audit heads to the draws in <out>/records.jsonl, in place")
     args = ap.parse_args(argv)
     args.datasets = [*args.datasets, *args.data]
     columns = dict(c.split("=", 1) for c in args.column)
@@ -267,7 +277,7 @@ def main(argv=None) -> int:
         return 0
     params = load_params(args.params)
     done = {}
-    if args.calibration_only:
+    if args.calibration_only or args.estimated_only:
         return redo_calibration(args, params, columns, records_path)
     if args.resume and records_path.exists():
         done = {key(r["job"]): r for r in map(json.loads, records_path.read_text().splitlines())}
@@ -303,7 +313,8 @@ def main(argv=None) -> int:
 
 def redo_calibration(args, params, columns, records_path: Path) -> int:
     """The calibrated variants again (same seeds, so the same heads under them), for records made
-    before a change to the calibration; the rest of each record is kept."""
+    before a change to the calibration, or the estimated-rate heads added; the rest of each
+    record is kept."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -319,8 +330,12 @@ def redo_calibration(args, params, columns, records_path: Path) -> int:
             continue
         draw = make_draw(draw_params(params, job["dataset"], job["share"], tuple(job["rho"]), job["seed"], columns), X_of, X)
         fresh, _ = run_draw(draw, params.fit, tuple(job["rho"]), job["seed"], args)
-        by = {f["method"]: f for f in fresh}
-        rec["fits"] = [by.get(f["method"], f) if f["rates"] == "true" else f for f in rec["fits"]]
+        if args.estimated_only:
+            rec["fits"] = [f for f in rec["fits"] if f["rates"] != "estimated"] + fresh
+            by = {f["method"]: f for f in fresh if "r2" in f}
+        else:
+            by = {f["method"]: f for f in fresh}
+            rec["fits"] = [by.get(f["method"], f) if f["rates"] == "true" else f for f in rec["fits"]]
         print(f"[{i}/{len(records)}] {job}: " + " ".join(f"{k} {v['r2']:+.3f}" for k, v in by.items()), flush=True)
         records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     print(audit_report.write(records, args.out))
