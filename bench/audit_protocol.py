@@ -92,7 +92,7 @@ def make_draw(params: Params, X_of: dict, X: np.ndarray) -> AuditDraw:
 
 
 def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict], dict]:
-    from stages.fit.core import audit_risk, fit_method, fit_nuisance
+    from stages.fit.core import audit_risk, audit_rows, fit_method, fit_nuisance
     from stages.fit.methods import get_method
 
     data = draw.data
@@ -105,11 +105,11 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
     select = dataclasses.replace(aud, audit=dataclasses.replace(aud.audit, select=True))
     calib = dataclasses.replace(aud, audit=dataclasses.replace(aud.audit, calibrate=True))
     m = {n: get_method(n) for n in ("naive", "causalrm", "causalrm_dr", "audit_only", "logs_plus_audit")}
+    if args.estimated_only:
+        return estimated_fits(data, aud, m, draw), {}
     n_emb = fit_nuisance(data, emb, [m["naive"], m["causalrm"]])
     n_aud = fit_nuisance(data, aud, [m["causalrm"], m["causalrm_dr"], m["audit_only"]])
     fits, heads = [], {}
-    if args.estimated_only:
-        return estimated_fits(data, aud, m, draw), {}
 
     def fit(label, method, nuis, params, rates="true", on=None):
         t0 = time.perf_counter()
@@ -130,7 +130,8 @@ def run_draw(draw: AuditDraw, base_fit, rho, seed: int, args) -> tuple[list[dict
         emb, audit=dataclasses.replace(emb.audit, calibrate=True)))
     if args.calibration_only:
         return fits[-2:], {}
-    risks = {k: audit_risk(heads[k][0], data, n_aud, fp.audit.labels) for k in CHOICE}
+    audited = audit_rows(data, n_aud, fp.audit.labels)
+    risks = {k: audit_risk(heads[k][0], data.X, audited) for k in CHOICE}
     chosen = min(risks, key=risks.get)
     fits.append({**next(f for f in fits if f["method"] == chosen), "method": "audit_choice", "chose": chosen})
     if args.estimated and rho != (0.0, 0.0):

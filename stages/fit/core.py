@@ -196,7 +196,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
                                     "d": out.rates.d, "source": out.rates.source, "q": noise.q,
                                     "warning": "; ".join(messages) or None}
     if need_p and by_audit:
-        Z = out.features.transform(data.X, data.columns) if out.features is not None else data.X
+        Z = Z if out.features is not None else data.X  # the nuisance features, computed above
         a = params.audit
         model = AuditPropensity(a.strata, a.k, tuple(a.covariates), a.smoothing, a.labels, prop.clip_min, prop.seed)
         model.fit(Z, data.columns, data.observed, data.feedback, data.audit, np.flatnonzero(data.train),
@@ -284,33 +284,34 @@ def fit_method(data: FitInputs, nuisance: Nuisance, method: Method, params: FitP
     them (folded into its output layer, so export and serve need nothing new)."""
     audit = params.audit
     train, val = method_rows(data, nuisance, method, params.imputation.target, audit.labels)
-    if audit.select:
-        val = audit_rows(data, nuisance, audit.labels)
-    model, result = train_head(data.X, train, val, params.head, method_guard(method, params.guard),
-                               progress=progress, desc=method.name)
+    audited = None  # the val audit rows' risk, built once for stopping, calibrating and choosing
+    if audit.select or audit.calibrate or (data.audit is not None and (data.audit & data.val).any()
+                                           and (nuisance.rates or audit.labels == "clean")):
+        audited = audit_rows(data, nuisance, audit.labels)
+    model, result = train_head(data.X, train, audited if audit.select else val, params.head,
+                               method_guard(method, params.guard), progress=progress, desc=method.name)
     if audit.calibrate:
-        calibrate(model, data, nuisance, audit.labels, result)
-    if data.audit is not None and (data.audit & data.val).any() and (nuisance.rates or audit.labels == "clean"):
-        result.val_audit_risk = audit_risk(model, data, nuisance, audit.labels)
+        calibrate(model, data.X, audited, audit.labels, result)
+    if audited is not None:
+        result.val_audit_risk = audit_risk(model, data.X, audited)
     return model, result
 
 
-def audit_risk(model, data: FitInputs, nuisance: Nuisance, labels: str) -> float:
-    """A head's guarded risk on the val audit rows: unbiased for every head whatever its method,
-    so comparable across methods — the audit's way to choose one without clean labels."""
+def audit_risk(model, X: np.ndarray, audited: RiskRows) -> float:
+    """A head's guarded risk on the val audit rows (:func:`audit_rows`): unbiased for every head
+    whatever its method, so comparable across methods — the audit's way to choose one without
+    clean labels."""
     import torch
 
     from stages.fit.losses import guarded_risk
     from stages.fit.train import validation_risk
 
-    r1, r0 = validation_risk(model, torch.as_tensor(data.X), audit_rows(data, nuisance, labels))
-    return guarded_risk(r1, r0)
+    return guarded_risk(*validation_risk(model, torch.as_tensor(X), audited))
 
 
-def calibrate(model, data: FitInputs, nuisance: Nuisance, labels: str, result: TrainResult) -> None:
+def calibrate(model, X: np.ndarray, rows: RiskRows, labels: str, result: TrainResult) -> None:
     """Platt-scale ``model`` on the val audit rows (:func:`stages.fit.audit.platt`), in place."""
-    rows = audit_rows(data, nuisance, labels)
-    f = model.logits(data.X[rows.rows]).numpy()
+    f = model.logits(X[rows.rows]).numpy()
     a, b = platt(f, rows.a1, rows.a0)
     model.scale_output(a, b)
     result.calibration = {"a": a, "b": b, "rows": int(len(rows.rows)), "on": "val audit rows",

@@ -16,7 +16,6 @@ method of the other kind than the table's is refused by name (:func:`check_kind`
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -84,9 +83,8 @@ class Method:
         if self.needs_audit and (rows.audit is None or not rows.audit.any()):
             raise RmpipeError(f"method {self.name} learns from a randomised audit, and the table has no "
                               "audit rows (a true `audit` column)")
-        if self.needs_propensity and rows.propensity is None and rows.class_propensity is not None:
-            rows = dataclasses.replace(rows, propensity=np.ones(len(rows.observed)))  # unused: π is per class
-        for need, value, what in ((self.needs_propensity, rows.propensity, "propensities"),
+        propensity = rows.propensity if rows.class_propensity is None else rows.class_propensity
+        for need, value, what in ((self.needs_propensity, propensity, "propensities"),
                                   (self.needs_rates, rows.rho_pos, "noise rates"),
                                   (self.needs_imputation, rows.imputed, "imputed labels"),
                                   (self.needs_c, rows.c, "a labelling frequency c"),
@@ -134,7 +132,8 @@ class Method:
         """``o · h(ỹ)`` with ``E[h(ỹ) | y] = 1 / π(x, y)``: what the imputed term is multiplied by
         on observed rows. One propensity: ``h = 1 / p̂``. Per class, through the flips (a 2×2
         system with determinant ``d``): ``h(1) = [(1 − rho_neg)/π₁ − rho_pos/π₀] / d``,
-        ``h(0) = [(1 − rho_pos)/π₀ − rho_neg/π₁] / d`` (docs/audit.md)."""
+        ``h(0) = [(1 − rho_pos)/π₀ − rho_neg/π₁] / d`` (docs/audit.md). Audit rows carry
+        ``π₁ = π₀ = 1``, where both forms give ``h = 1``, clean answers or not."""
         if rows.class_propensity is None:
             return rows.observed / rows.propensity
         pi1, pi0 = rows.class_propensity
@@ -143,18 +142,15 @@ class Method:
             rp, rn = rows.rho_pos, rows.rho_neg
             d = 1.0 - rp - rn
             h = np.where(pos, ((1 - rn) / pi1 - rp / pi0) / d, ((1 - rp) / pi0 - rn / pi1) / d)
-            if rows.audit is not None and rows.audit_clean:
-                h = np.where(rows.audit, np.where(pos, 1 / pi1, 1 / pi0), h)
         else:
             h = np.where(pos, 1 / pi1, 1 / pi0)
         return rows.observed * h
 
     @staticmethod
-    def _doubly_robust(w, c1, c0, g, h=None) -> tuple[np.ndarray, np.ndarray]:
+    def _doubly_robust(w, c1, c0, g, h) -> tuple[np.ndarray, np.ndarray]:
         """``a1 = ĝ + w1·c1 − ĝ·h``, ``a0 = (1 − ĝ) + w0·c0 − (1 − ĝ)·h`` with ``w = (w1, w0)``
         and ``h = o·h(ỹ)`` (:meth:`_dr_weight`); one propensity: ``ĝ + w·(c1 − ĝ)``."""
         w1, w0 = w
-        h = w1 if h is None else h
         return g + w1 * c1 - g * h, (1.0 - g) + w0 * c0 - (1.0 - g) * h
 
 
