@@ -360,6 +360,7 @@ class FitParams:
     guard: GuardParams = field(default_factory=GuardParams)
     pu: PUParams = field(default_factory=PUParams)
     audit: AuditParams = field(default_factory=AuditParams)
+    stream_gb: float = 8.0  # embeddings above this (float32 GiB) are read shard by shard, not loaded
 
     section: ClassVar[str] = "fit"
 
@@ -372,6 +373,7 @@ class FitParams:
 
     def __post_init__(self):
         check.each_one_of(self, "methods", METHOD_NAMES)
+        check.within(self, "stream_gb", "[0, inf)")
 
 
 # --- evaluate ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -54,14 +56,16 @@ class RewardHead(nn.Module):
 
     @torch.no_grad()
     def logits(self, X, batch_size: int = 8192) -> "torch.Tensor":
-        """Logits for a float32 array or tensor, in batches, in eval mode."""
-        X = torch.as_tensor(X)
+        """Logits for a float32 array or tensor, in batches, in eval mode; or for anything
+        that slices into arrays (a :class:`pipeline.store_matrix.StoreMatrix`), a batch at a time."""
+        if isinstance(X, (np.ndarray, list)):
+            X = torch.as_tensor(X)
         if X.ndim != 2 or X.shape[1] != self.config["in_dim"]:
             raise RmpipeError(f"embeddings have shape {tuple(X.shape)}, the head expects dimension "
                               f"{self.config['in_dim']}")
         was_training = self.training
         self.eval()
-        out = torch.cat([self(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]) \
+        out = torch.cat([self(torch.as_tensor(X[s:s + batch_size])) for s in range(0, len(X), batch_size)]) \
             if len(X) else torch.empty(0)
         self.train(was_training)
         return out

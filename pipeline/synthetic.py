@@ -84,10 +84,10 @@ def world_table(world: World):
     ))
 
 
-def write_project(root, world: World, fit=None, backbone: str = "toy"):
+def write_project(root, world: World, fit=None, backbone: str = "toy", shards: int = 1):
     """A world on disk as the pipeline would leave it before ``fit``: the prepared table (with a
     provenance naming its licence) under ``root/data``, a ``backbone`` store under
-    ``root/emb``, heads to go under ``root/heads``; returns matching :class:`pipeline.config.Params` (dataset ``toy``)."""
+    ``root/emb`` (in ``shards`` shards), heads to go under ``root/heads``; returns matching :class:`pipeline.config.Params` (dataset ``toy``)."""
     root = Path(root)
     table = world_table(world)
     fit = dataclasses.replace(fit or FitParams(), heads_dir=str(root / "heads"))
@@ -97,5 +97,8 @@ def write_project(root, world: World, fit=None, backbone: str = "toy"):
     write_provenance(Provenance(source="pipeline.synthetic", licence="CC0-1.0 (synthetic)"), params.table_path)
     store = EmbeddingStore.create(root / "emb" / backbone, backbone=backbone,
                                   spec={"model": backbone, "dim": world.X.shape[1]}, dim=world.X.shape[1])
-    store.append(table["pair_id"].to_list(), world.X, exec_info={"backend": "synthetic"})
+    ids = table["pair_id"].to_list()
+    order = np.random.default_rng(0).permutation(len(ids)) if shards > 1 else np.arange(len(ids))
+    for chunk in np.array_split(order, shards):  # shards > 1: stored in another order than the table's
+        store.append([ids[i] for i in chunk], world.X[chunk], exec_info={"backend": "synthetic"})
     return params

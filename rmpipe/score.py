@@ -20,6 +20,7 @@ from pipeline.errors import RmpipeError
 from pipeline.heads import Head, load_head, sigmoid
 from pipeline.reader import FORMATS, read_user_table, type_name
 from pipeline.store import MANIFEST, EmbeddingStore
+from pipeline.store_matrix import embeddings
 from pipeline.table import normal_text, pair_ids
 from stages.embed import backbones
 
@@ -126,7 +127,7 @@ def score_frame(params: Params, head_dir: str | Path, df: pl.DataFrame, *,
         embed(params, head.backbone, table=todo, progress=progress)
     store = EmbeddingStore(params.store_path(head.backbone))
     head.check_store(store)
-    X = store.read(df["pair_id"].to_list())
+    X = embeddings(store, df["pair_id"], params.fit.stream_gb)  # streamed beyond fit.stream_gb
     logits = head.logits(X)
     rewards = sigmoid(logits)
     return df.with_columns(pl.Series("logit", logits.astype(np.float64)),

@@ -91,6 +91,7 @@ CASES = [
     ("audit strata by no covariates", {"fit.audit.strata": "covariates"}, FIT, 2,
      r"fit\.audit\.covariates must name at least one column when strata is covariates"),
     ("audit smoothing negative", {"fit.audit.smoothing": -1}, FIT, 2, r"fit\.audit\.smoothing must be >= 0"),
+    ("stream_gb negative", {"fit.stream_gb": -1}, FIT, 2, r"fit\.stream_gb must be >= 0"),
     ("audit k 0", {"fit.audit.k": 0}, FIT, 2, r"fit\.audit\.k must be a positive integer or null, got 0"),
     ("implicit rho_neg", {"prepare.simulate.implicit.rho_neg": 1.0}, PREPARE, 2,
      r"prepare\.simulate\.implicit\.rho_neg must be in \[0, 1\), got 1\.0"),

@@ -22,6 +22,7 @@ from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import CARD, head_dir, load_head, load_nuisance
 from pipeline.store import EmbeddingStore
+from pipeline.store_matrix import embeddings
 from pipeline.table import read_table
 from stages.evaluate import metrics as M
 from stages.evaluate import plots
@@ -134,8 +135,8 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     store = EmbeddingStore(params.store_path(backbone))
     for head in heads.values():
         head.check_store(store)
-    X_test = store.read(test["pair_id"].to_list())
-    X_train = store.read(train["pair_id"].to_list())
+    X_test = embeddings(store, test["pair_id"], params.fit.stream_gb)  # streamed beyond fit.stream_gb
+    X_train = embeddings(store, train["pair_id"], params.fit.stream_gb)
     observed = train["observed"].to_numpy()
     implicit = any(h.card.feedback == "implicit" for h in heads.values())
     if implicit:  # every row is an impression: compare the acted-on rows with the rest instead

@@ -26,6 +26,7 @@ from stages.fit.propensity import (PropensityModel, clip, diagnostics, logged_pr
 from stages.fit.pu import PUNuisance, fit_pu
 from stages.fit.train import RiskRows, TrainResult, train_head
 
+STREAM_PCA_DIM = 64  # the nuisance models' projection of a streamed store (docs/scale.md)
 PU_MESSAGE = ("positive-only feedback such as clicks or copies is implicit feedback: set "
               "prepare.feedback: implicit (positive-unlabelled mode) and re-run prepare")
 
@@ -68,7 +69,8 @@ class FitInputs:
             if len(getattr(self, name)) != n:
                 raise RmpipeError(f"{self.where}: dimension mismatch: {n} embeddings but "
                                   f"{len(getattr(self, name))} values of {name}")
-        bad = ~np.isfinite(self.X).all(axis=1)
+        bad = ~np.isfinite(self.X).all(axis=1) if isinstance(self.X, np.ndarray) \
+            else np.zeros(n, dtype=bool)  # a StoreMatrix checks each shard as it reads it
         if bad.any():
             i = int(np.argmax(bad))
             name = f"pair_id {self.ids[i]}" if self.ids else f"row {i}"
@@ -124,6 +126,14 @@ class Nuisance:
     audit_model: AuditPropensity | None = None
 
 
+def nuisance_dim(X, pca_dim: int | None) -> int | None:
+    """``fit.propensity.pca_dim``, or — for embeddings streamed from the store, which the
+    nuisance models cannot hold whole — ``STREAM_PCA_DIM`` when it is unset."""
+    if pca_dim is None and not isinstance(X, np.ndarray):
+        return min(STREAM_PCA_DIM, X.shape[1])
+    return pca_dim
+
+
 def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
     """Fit what ``methods`` need, once, on the train split; predict it for every row."""
     prop, noise = params.propensity, params.noise
@@ -147,7 +157,8 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
         if missing:
             raise RmpipeError(f"{data.where}: covariate column {missing[0]} (fit.propensity.covariates) "
                               "is not in the table")
-        out.features = Features(prop.pca_dim, tuple(prop.covariates), prop.seed).fit(data.X, data.columns, train_rows)
+        out.features = Features(nuisance_dim(data.X, prop.pca_dim), tuple(prop.covariates), prop.seed).fit(
+            data.X, data.columns, train_rows)
         Z = out.features.transform(data.X, data.columns)
     if need_p and by_audit:
         pass  # after the noise rates, which the Bayes identity needs
@@ -218,7 +229,7 @@ def _fit_implicit(data: FitInputs, params: FitParams, methods: list[Method]) -> 
     """Implicit mode: the PU quantities (and the action classifier, saved as the feedback model)."""
     prop = params.propensity
     out = Nuisance()
-    out.features = Features(prop.pca_dim, tuple(prop.covariates), prop.seed).fit(
+    out.features = Features(nuisance_dim(data.X, prop.pca_dim), tuple(prop.covariates), prop.seed).fit(
         data.X, data.columns, np.flatnonzero(data.train))
     out.pu = fit_pu(data, out.features.transform(data.X, data.columns), params, methods)
     out.feedback_model = out.pu.model
@@ -306,7 +317,7 @@ def audit_risk(model, X: np.ndarray, audited: RiskRows) -> float:
     from stages.fit.losses import guarded_risk
     from stages.fit.train import validation_risk
 
-    return guarded_risk(*validation_risk(model, torch.as_tensor(X), audited))
+    return guarded_risk(*validation_risk(model, torch.as_tensor(X) if isinstance(X, np.ndarray) else X, audited))
 
 
 def calibrate(model, X: np.ndarray, rows: RiskRows, labels: str, result: TrainResult) -> None:

@@ -18,6 +18,7 @@ from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import EmbeddingRef, HeadCard, Uses, head_dir, save_head
 from pipeline.store import EmbeddingStore
+from pipeline.store_matrix import in_store_order
 from pipeline.table import read_provenance, read_table, training_view
 
 
@@ -49,8 +50,12 @@ def load_inputs(params: Params, backbone: str):
     if df.height == 0:
         raise RmpipeError(f"{path}: no train or val rows")
     store = EmbeddingStore(params.store_path(backbone))
+    if df.height * store.dim * 4 > params.fit.stream_gb * 2**30:  # docs/scale.md: a store beyond memory
+        order, X = in_store_order(store, df["pair_id"])
+        df = df[order]  # store order: a slice of rows is a shard or two
+    else:
+        X = store.read(df["pair_id"].to_list())
     ids = df["pair_id"].to_list()
-    X = store.read(ids)
     columns = {c: df[c].to_numpy() for c in params.fit.row_columns if c in df.columns}
     logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),

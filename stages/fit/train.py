@@ -65,7 +65,7 @@ def validation_risk(model: RewardHead, X: torch.Tensor, val: RiskRows, batch: in
     r1 = r0 = 0.0
     for s in range(0, len(val.rows), batch):
         idx = torch.from_numpy(val.rows[s:s + batch])
-        f = model(X[idx])
+        f = model(torch.as_tensor(X[idx]))
         p1, p0 = split_risk(f, torch.from_numpy(val.a1[s:s + batch]), torch.from_numpy(val.a0[s:s + batch]))
         r1 += float(p1) * len(idx)
         r0 += float(p0) * len(idx)
@@ -76,13 +76,16 @@ def validation_risk(model: RewardHead, X: torch.Tensor, val: RiskRows, batch: in
 def train_head(X: np.ndarray | torch.Tensor, train: RiskRows, val: RiskRows, head: HeadParams,
                guard: GuardParams, progress: bool = False, desc: str = "fit") -> tuple[RewardHead, TrainResult]:
     """Train a head on ``X[train.rows]`` (mini-batches; ``X`` is not copied), stop and select on
-    the guarded validation risk. Same seed and thread count give the same head on CPU."""
+    the guarded validation risk. Same seed and thread count give the same head on CPU. ``X``
+    may be a :class:`pipeline.store_matrix.StoreMatrix`: its epochs then visit the store a
+    window of shards at a time (:meth:`~pipeline.store_matrix.StoreMatrix.epoch_order`)."""
     if len(train.rows) == 0:
         raise RmpipeError("no training rows carry any loss (no observed rows in the train split?)")
     if len(val.rows) == 0:
         raise RmpipeError("no validation rows carry any loss: early stopping needs observed rows "
                           "in the val split")
-    X = torch.as_tensor(X)
+    streamed = hasattr(X, "epoch_order")
+    X = X if streamed else torch.as_tensor(X)
     if head.threads:
         torch.set_num_threads(head.threads)
     torch.manual_seed(head.seed)
@@ -103,11 +106,12 @@ def train_head(X: np.ndarray | torch.Tensor, train: RiskRows, val: RiskRows, hea
     for epoch in range(1, head.max_epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
-        perm = torch.randperm(len(rows), generator=gen)
+        perm = torch.from_numpy(X.epoch_order(train.rows, gen)) if streamed \
+            else torch.randperm(len(rows), generator=gen)
         total, batches, epoch_fired = 0.0, 0, 0
         for s in range(0, len(perm), head.batch_size):
             pos = perm[s:s + head.batch_size]
-            r1, r0 = split_risk(model(X[rows[pos]]), a1[pos], a0[pos], train.scale)
+            r1, r0 = split_risk(model(torch.as_tensor(X[rows[pos]])), a1[pos], a0[pos], train.scale)
             loss, hit = step_objective(r1, r0, guard.nonnegative, guard.beta, guard.gamma)
             opt.zero_grad(set_to_none=True)
             loss.backward()

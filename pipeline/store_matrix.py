@@ -1,0 +1,147 @@
+"""A store's vectors for a list of pair ids as an N × D matrix that is never in memory whole.
+
+Stage two indexes its embeddings three ways: contiguous slices (nuisance features, scoring),
+sorted row sets (a split's rows) and shuffled mini-batches. :class:`StoreMatrix` answers the first
+two like a numpy array, reading each shard when a request first touches it and keeping the last
+few decoded shards (``cache_bytes``); :meth:`StoreMatrix.epoch_order` gives the third a shuffle
+that visits the shards a window at a time (shards in random order, rows shuffled within the
+window: half the cache), so an epoch decodes each shard once. Rows are best laid out in store order
+(:func:`in_store_order`): then a slice touches one or two shards.
+
+Every vector is checked finite when its shard is first decoded, so a fit refuses a NaN before
+any head is written (the nuisance features read every row first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.errors import RmpipeError
+from pipeline.store import EmbeddingStore
+
+CACHE_BYTES = 1 << 30  # decoded shards kept: an epoch's shuffle window
+
+
+def shard_index(store: EmbeddingStore) -> pl.DataFrame:
+    """``(pair_id, shard, local)`` for every stored row: where each vector lives. Built from the
+    shards' pair_id columns (a few bytes a row), never from their vectors."""
+    parts = []
+    for k, shard in enumerate(store.manifest["shards"]):
+        ids = store._read_shard(shard, ["pair_id"])["pair_id"]
+        parts.append(pl.DataFrame({"pair_id": pl.Series(ids.combine_chunks(), dtype=pl.String)})
+                     .with_columns(shard=pl.lit(k, pl.Int32), local=pl.int_range(pl.len(), dtype=pl.Int64)))
+    if not parts:
+        return pl.DataFrame(schema={"pair_id": pl.String, "shard": pl.Int32, "local": pl.Int64})
+    return pl.concat(parts)
+
+
+def locate(store: EmbeddingStore, pair_ids: Sequence[str] | pl.Series) -> pl.DataFrame:
+    """Each requested pair's ``(shard, local)`` in request order (repeats allowed); refuses pairs
+    the store lacks, as :meth:`EmbeddingStore.read` does."""
+    want = pl.DataFrame({"pair_id": pl.Series(pair_ids, dtype=pl.String)}).with_row_index("row")
+    found = want.join(shard_index(store), on="pair_id", how="left").sort("row")
+    missing = found.filter(pl.col("shard").is_null())
+    if missing.height:
+        raise RmpipeError(f"{store.root}: {missing.height} pair_id(s) not embedded, e.g. "
+                          f"{missing['pair_id'][0]} (run `rmpipe embed --backbone {store.backbone}`)")
+    return found
+
+
+def in_store_order(store: EmbeddingStore, pair_ids: Sequence[str] | pl.Series
+                   ) -> tuple[np.ndarray, "StoreMatrix"]:
+    """``(order, X)``: the permutation of ``pair_ids`` that lays them out as the store does
+    (shard by shard), and their matrix in that order."""
+    found = locate(store, pair_ids).sort(["shard", "local"], maintain_order=True)
+    return found["row"].to_numpy(), StoreMatrix(store, found)
+
+
+class StoreMatrix:
+    """The vectors (float32) of the rows :func:`locate` found, read from ``store`` on demand:
+    ``X[a:b]``, ``X[rows]`` (an int array or tensor), ``len(X)``, ``X.shape`` work as on an
+    array. :meth:`of` makes one for a list of pair ids."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, store: EmbeddingStore, found: pl.DataFrame, cache_bytes: int = CACHE_BYTES):
+        self.store = store
+        self.ids = found["pair_id"]
+        self.shard = found["shard"].to_numpy().astype(np.int32)
+        self.local = found["local"].to_numpy()
+        self.shards = store.manifest["shards"]
+        self.dim = store.dim
+        self.shape = (len(self.shard), self.dim)
+        rows = max((s["rows"] for s in self.shards), default=1)
+        # shuffle windows of half the cache: a batch that straddles two windows is still cached
+        self.window = max(1, int(cache_bytes // max(2 * rows * self.dim * 4, 1)))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.shard_reads = 0  # decodes, for the benchmark's account of where time goes
+
+    @classmethod
+    def of(cls, store: EmbeddingStore, pair_ids: Sequence[str] | pl.Series) -> "StoreMatrix":
+        return cls(store, locate(store, pair_ids))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(len(self)))
+        elif isinstance(key, (int, np.integer)):
+            return self[np.array([key])][0]
+        rows = np.asarray(key.numpy() if hasattr(key, "numpy") else key, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        shards = self.shard[rows]
+        for k in np.unique(shards):
+            at = np.flatnonzero(shards == k)
+            out[at] = self._values(int(k))[self.local[rows[at]]]
+        return out
+
+    def _values(self, k: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        shard = self.shards[k]
+        path = self.store.root / shard["file"]
+        self.store._check_shard(shard)
+        col = pq.ParquetFile(path, memory_map=True).read(columns=["embedding"])["embedding"].combine_chunks()
+        values = col.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim).astype(np.float32, copy=False)
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            pid = self.store._shard_ids(shard)[int(np.argmax(bad))]
+            raise RmpipeError(f"{path}: NaN or infinite embedding for pair_id {pid} "
+                              f"({int(bad.sum())} row(s) in this shard); re-embed them")
+        self.shard_reads += 1
+        self._cache[k] = values
+        while len(self._cache) > 2 * self.window:
+            self._cache.popitem(last=False)
+        return values
+
+    def epoch_order(self, rows: np.ndarray, generator) -> np.ndarray:
+        """A shuffle of ``range(len(rows))`` (positions into ``rows``) that visits the shards a
+        window at a time: the shards in a random order, the rows of each window of
+        ``self.window`` shards in a random order. ``generator``: a torch Generator (the seed)."""
+        import torch
+
+        shards = self.shard[np.asarray(rows)]
+        present = np.unique(shards)
+        visit = present[torch.randperm(len(present), generator=generator).numpy()]
+        parts = []
+        for s in range(0, len(visit), self.window):
+            pos = np.flatnonzero(np.isin(shards, visit[s:s + self.window]))
+            parts.append(pos[torch.randperm(len(pos), generator=generator).numpy()])
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def embeddings(store: EmbeddingStore, pair_ids: Sequence[str] | pl.Series,
+               stream_gb: float) -> "np.ndarray | StoreMatrix":
+    """``pair_ids``' vectors: one array when they take at most ``stream_gb`` GiB as float32, else
+    a :class:`StoreMatrix` that reads them shard by shard (``fit.stream_gb``)."""
+    if len(pair_ids) * store.dim * 4 <= stream_gb * 2**30:
+        return store.read(list(pair_ids))
+    return StoreMatrix.of(store, pair_ids)
