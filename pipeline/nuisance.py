@@ -233,12 +233,16 @@ class Features:
         """Feature matrix for all rows of ``X``; ``X`` itself (no copy) when there is nothing to add."""
         if self.pca_ is None and not self.covariates:
             return X
-        if self.pca_ is not None:
-            parts = [np.concatenate([(X[s:s + CHUNK] - self.pca_["mean"]) @ self.pca_["components"].T
-                                     for s in range(0, len(X), CHUNK)]) if len(X)
-                     else np.empty((0, self.pca_dim), np.float32)]
+        parts = []
+        if self.pca_ is not None:  # filled in place: a streamed store's projection is the big array
+            Z = np.empty((len(X), self.pca_dim), np.float32)
+            for s in range(0, len(X), CHUNK):
+                Z[s:s + CHUNK] = (X[s:s + CHUNK] - self.pca_["mean"]) @ self.pca_["components"].T
+            if not self.covariates:
+                return Z
+            parts.append(Z)
         else:
-            parts = [X]
+            parts.append(X)
         for name in self.covariates:
             values = np.asarray(columns[name])
             if name in self.categories_:

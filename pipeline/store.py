@@ -49,6 +49,8 @@ class EmbeddingStore:
         self.root = Path(self.root)
         self._verified: set[str] = set()
         self._ids: dict[str, list[str]] = {}  # shard file -> its pair_ids (shards are immutable)
+        self._id_set: set[str] = set()  # the pair_ids of the shards in _covered (pair_ids())
+        self._covered: set[str] = set()
         self.notes: list[str] = []
         if not self.root.is_dir() or not ((self.root / MANIFEST).exists()
                                           or any(self.root.glob("shard-*.parquet"))):
@@ -136,11 +138,18 @@ class EmbeddingStore:
         return sum(s["bytes"] for s in self.manifest["shards"])
 
     def pair_ids(self) -> set[str]:
-        """The pair_ids already embedded."""
-        ids: set[str] = set()
-        for shard in self.manifest["shards"]:
-            ids.update(self._shard_ids(shard))
-        return ids
+        """The pair_ids already embedded: the store's own set, kept up to date shard by shard
+        (every append asks for it: rebuilding it each time made filling a big store quadratic).
+        Read it; do not modify it."""
+        shards = self.manifest["shards"]
+        files = {s["file"] for s in shards}
+        if not self._covered <= files:  # a shard was dropped (repair, rebuild): start again
+            self._id_set, self._covered = set(), set()
+        for shard in shards:
+            if shard["file"] not in self._covered:
+                self._id_set.update(self._shard_ids(shard))
+                self._covered.add(shard["file"])
+        return self._id_set
 
     def _shard_ids(self, shard: dict) -> list[str]:
         if shard["file"] not in self._ids:

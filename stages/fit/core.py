@@ -73,7 +73,7 @@ class FitInputs:
             else np.zeros(n, dtype=bool)  # a StoreMatrix checks each shard as it reads it
         if bad.any():
             i = int(np.argmax(bad))
-            name = f"pair_id {self.ids[i]}" if self.ids else f"row {i}"
+            name = f"pair_id {self.ids[i]}" if self.ids is not None else f"row {i}"
             raise RmpipeError(f"{self.where}: NaN or infinite embedding for {name} "
                               f"({int(bad.sum())} row(s) in all); re-embed them")
         seen = self.observed & self.train

@@ -203,7 +203,7 @@ def labelling(data, Z, params: FitParams, methods, misclick: float) -> tuple[np.
     bad = ~np.isfinite(W).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        row = f"pair_id {data.ids[i]}" if data.ids else f"row {i}"
+        row = f"pair_id {data.ids[i]}" if data.ids is not None else f"row {i}"
         raise RmpipeError(f"{data.where}: {row}: a missing or non-finite value in fit.pu.propensity_columns "
                           f"{list(columns)} ({int(bad.sum())} row(s) in all)")
     em = LabellingEM(misclick, seed=prop.seed).fit(Z[tr], W[tr], data.feedback[tr])

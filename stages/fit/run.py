@@ -55,7 +55,7 @@ def load_inputs(params: Params, backbone: str):
         df = df[order]  # store order: a slice of rows is a shard or two
     else:
         X = store.read(df["pair_id"].to_list())
-    ids = df["pair_id"].to_list()
+    ids = df["pair_id"]  # a Series: 10M pair ids as Python strings would be a gigabyte
     columns = {c: df[c].to_numpy() for c in params.fit.row_columns if c in df.columns}
     logged = df["propensity_logged"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     data = FitInputs(X=X, split=df["split"].to_numpy(), observed=df["observed"].to_numpy(),
