@@ -26,7 +26,7 @@ from stages.fit.propensity import (PropensityModel, clip, diagnostics, logged_pr
 from stages.fit.pu import PUNuisance, fit_pu
 from stages.fit.train import RiskRows, TrainResult, train_head
 
-STREAM_PCA_DIM = 64  # the nuisance models' projection of a streamed store (docs/scale.md)
+NUISANCE_BYTES = 2.5 * 2**30  # the nuisance features of a streamed store at most (docs/scale.md)
 PU_MESSAGE = ("positive-only feedback such as clicks or copies is implicit feedback: set "
               "prepare.feedback: implicit (positive-unlabelled mode) and re-run prepare")
 
@@ -127,11 +127,18 @@ class Nuisance:
 
 
 def nuisance_dim(X, pca_dim: int | None) -> int | None:
-    """``fit.propensity.pca_dim``, or — for embeddings streamed from the store, which the
-    nuisance models cannot hold whole — ``STREAM_PCA_DIM`` when it is unset."""
-    if pca_dim is None and not isinstance(X, np.ndarray):
-        return min(STREAM_PCA_DIM, X.shape[1])
-    return pca_dim
+    """``fit.propensity.pca_dim``; or, for embeddings streamed from the store, the widest
+    projection (a multiple of 8) whose N × k float32 fits ``NUISANCE_BYTES`` — none at all when
+    the raw embeddings fit, so a streamed fit's nuisance models are the loaded fit's."""
+    if pca_dim is not None or isinstance(X, np.ndarray):
+        return pca_dim
+    k = int(NUISANCE_BYTES // max(len(X) * 4, 1)) // 8 * 8
+    return None if k >= X.shape[1] else max(k, 8)
+
+
+def dense(Z):
+    """The nuisance features as an array: a streamed store's, within ``NUISANCE_BYTES``."""
+    return Z if isinstance(Z, np.ndarray) else Z[:]
 
 
 def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:
@@ -159,7 +166,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
                               "is not in the table")
         out.features = Features(nuisance_dim(data.X, prop.pca_dim), tuple(prop.covariates), prop.seed).fit(
             data.X, data.columns, train_rows)
-        Z = out.features.transform(data.X, data.columns)
+        Z = dense(out.features.transform(data.X, data.columns))
     if need_p and by_audit:
         pass  # after the noise rates, which the Bayes identity needs
     elif need_p:
@@ -207,7 +214,7 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
                                     "d": out.rates.d, "source": out.rates.source, "q": noise.q,
                                     "warning": "; ".join(messages) or None}
     if need_p and by_audit:
-        Z = Z if out.features is not None else data.X  # the nuisance features, computed above
+        Z = Z if out.features is not None else dense(data.X)  # the nuisance features, computed above
         a = params.audit
         model = AuditPropensity(a.strata, a.k, tuple(a.covariates), a.smoothing, a.labels, prop.clip_min, prop.seed)
         model.fit(Z, data.columns, data.observed, data.feedback, data.audit, np.flatnonzero(data.train),
@@ -231,7 +238,7 @@ def _fit_implicit(data: FitInputs, params: FitParams, methods: list[Method]) -> 
     out = Nuisance()
     out.features = Features(nuisance_dim(data.X, prop.pca_dim), tuple(prop.covariates), prop.seed).fit(
         data.X, data.columns, np.flatnonzero(data.train))
-    out.pu = fit_pu(data, out.features.transform(data.X, data.columns), params, methods)
+    out.pu = fit_pu(data, dense(out.features.transform(data.X, data.columns)), params, methods)
     out.feedback_model = out.pu.model
     if out.pu.model is None:
         out.features = None

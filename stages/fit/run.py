@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import EmbeddingRef, HeadCard, Uses, head_dir, save_head
@@ -174,8 +176,14 @@ def fit(params: Params, backbone: str, methods: Sequence[str] | None = None, *,
             log(f"rmpipe: warning: {w.message}")
     seen = f"{int(data.feedback[data.train].sum())} acted on" if data.kind == "implicit" \
         else f"{int((data.train & data.observed).sum())} observed"
+    streamed = ""
+    if not isinstance(data.X, np.ndarray):
+        projected = nuisance.features is not None and nuisance.features.pca_ is not None
+        streamed = (f", streamed from the store ({len(data.X) * store.dim * 4 / 2**30:.1f} GiB as float32, "
+                    f"above fit.stream_gb {params.fit.stream_gb:g}"
+                    + (f"; nuisance features projected to {nuisance.features.pca_dim} dims)" if projected else ")"))
     log(f"fit {backbone} on {params.dataset} ({data.kind} feedback): {int(data.train.sum())} train rows "
-        f"({seen}), {int(data.val.sum())} val rows, dim {store.dim}")
+        f"({seen}), {int(data.val.sum())} val rows, dim {store.dim}{streamed}")
     for line in nuisance_lines(nuisance.diagnostics):
         log(line)
     out, audit_risks = {}, {}

@@ -54,7 +54,7 @@ def test_a_streamed_epoch_decodes_each_shard_a_bounded_number_of_times(tmp_path)
     _, result = fit_method(data, nuisance, method, params)
     per_epoch = (data.X.shard_reads - before) / result.epochs_run
     assert per_epoch <= 2 * 6 + 1  # one pass for the train batches, one for the val risk
-    assert nuisance.features.pca_ is not None  # a streamed store is projected for the nuisance models
+    assert nuisance.features.pca_ is None  # 3,000 × 8 fits the nuisance budget: no projection
 
 
 def test_a_streamed_fit_refuses_a_nan_before_writing_any_head(tmp_path):
@@ -83,3 +83,28 @@ def test_score_streams_the_store_beyond_the_threshold_with_the_same_rewards(tmp_
         out[name] = pl.read_csv(path)["reward"].to_numpy()
     assert rows == 500
     np.testing.assert_allclose(out["stream"], out["mem"], rtol=1e-6)
+
+
+def test_rmpipe_fit_says_it_streamed_and_why(tmp_path):
+    _, streamed = projects(tmp_path)
+    lines = []
+    fit(streamed, "toy", ["causalrm"], progress=False, log=lines.append)
+    assert "streamed from the store" in lines[0] and "above fit.stream_gb 0" in lines[0], lines[0]
+    assert "projected" not in lines[0]  # the raw embeddings fit the nuisance budget
+
+
+def test_a_streamed_store_too_big_for_the_nuisance_budget_is_projected(tmp_path, monkeypatch):
+    import stages.fit.core as core
+
+    params = write_project(tmp_path, make_world(n=1500, dim=32, seed=0),
+                           fit=dataclasses.replace(fast_fit(), stream_gb=0.0), shards=3)
+    data, _ = load_inputs(params, "toy")
+    n = len(data.X)
+    monkeypatch.setattr(core, "NUISANCE_BYTES", n * 4 * 20.5)  # room for 20 columns of 32
+    assert core.nuisance_dim(data.X, None) == 16  # the widest multiple of 8 that fits
+    lines = []
+    fit(params, "toy", ["causalrm"], progress=False, log=lines.append)
+    assert "nuisance features projected to 16 dims" in lines[0], lines[0]
+    monkeypatch.setattr(core, "NUISANCE_BYTES", n * 4 * 40)
+    assert core.nuisance_dim(data.X, None) is None  # the raw 32 columns fit: no projection
+    assert core.nuisance_dim(data.X[:], None) is None and core.nuisance_dim(data.X, 4) == 4
