@@ -103,9 +103,7 @@ def audit_strata(head, X: np.ndarray, df: pl.DataFrame) -> np.ndarray | None:
         return None
     features, _, _ = load_nuisance(head.folder, head.card)
     columns = {c: df[c].to_numpy() for c in {*saved["covariates"], *(features.covariates if features else ())}}
-    model = AuditPropensity(strata=saved["strata"], covariates=tuple(saved["covariates"]))
-    model.n_strata_, model.centers_, model.levels_ = saved["k"], saved["centers"], saved["levels"]
-    return model.assign(features.transform(X, columns) if features else X, columns)
+    return AuditPropensity.restore(saved).assign(features.transform(X, columns) if features else X, columns)
 
 
 def audit_truth(diag: dict, train: pl.DataFrame, strata: np.ndarray | None = None) -> dict:
