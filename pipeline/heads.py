@@ -3,7 +3,8 @@ evaluate, score, rerank, serve and export.
 
 - ``weights.safetensors``: the head's tensors (its architecture in the metadata);
 - ``nuisance/``: the frozen nuisance models, loadable without pickle — logistic folds and the
-  PCA projection as safetensors arrays, LightGBM folds as LightGBM's own text models;
+  PCA projection as safetensors arrays, LightGBM folds as LightGBM's own text models, the audit
+  propensity's strata (k-means centres as an array, covariate levels in the card);
 - ``card.json``: a :class:`HeadCard` — format version, backbone and embedding key + dimension,
   dataset (and its licence when known), method, params, diagnostics, training curve, metrics,
   package versions, and the SHA-256 and size of every other file in the folder.
@@ -227,6 +228,14 @@ def save_nuisance(folder: Path, nuisance) -> dict:
     if nuisance.rates is not None:
         desc["rates"] = {"rho_pos": nuisance.rates.rho_pos, "rho_neg": nuisance.rates.rho_neg,
                          "source": nuisance.rates.source}
+    audit = getattr(nuisance, "audit_model", None)
+    if audit is not None:  # its strata, so evaluate can set the simulation's truth beside each π̂(s, y)
+        desc["audit_strata"] = {"strata": audit.strata, "k": audit.n_strata_, "covariates": list(audit.covariates),
+                                "levels": None if audit.levels_ is None else [str(v) for v in audit.levels_],
+                                "files": []}
+        if audit.centers_ is not None:
+            save_file({"centers": np.ascontiguousarray(audit.centers_)}, folder / "audit_strata.safetensors")
+            desc["audit_strata"]["files"] = ["audit_strata.safetensors"]
     return desc
 
 
@@ -266,6 +275,24 @@ def load_nuisance(folder: str | Path, card: HeadCard):
         return CrossFitClassifier.restore(d["kind"], d["folds"], arrays, texts)
 
     return features, classifier("propensity"), classifier("feedback_model")
+
+
+def load_audit_strata(folder: str | Path, card: HeadCard) -> dict | None:
+    """The audit propensity's strata from a head folder (``{strata, k, covariates, levels,
+    centers}``), or None when the fit had no audit propensity."""
+    from safetensors.numpy import load_file
+
+    d = card.nuisance.get("audit_strata")
+    if d is None:
+        return None
+    centers = None
+    for file in d["files"]:
+        path = verify_file(Path(folder), card, f"{NUISANCE}/{file}")
+        try:
+            centers = load_file(path)["centers"]
+        except Exception as exc:  # safetensors raises its own error types
+            raise RmpipeError(f"{path}: unreadable nuisance file ({type(exc).__name__}); {REFIT}") from None
+    return {**{k: d[k] for k in ("strata", "k", "covariates", "levels")}, "centers": centers}
 
 
 # --- the head ------------------------------------------------------------------------------

@@ -89,15 +89,27 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
         if audit:
             true = (f" (truth {_cell(audit['pi1_true'])} / {_cell(audit['pi0_true'])})" if "pi1_true" in audit else "")
             lines += ["", f"Audit propensity ({audit['strata']}, {audit['k']} strata, {audit['audit_rows_train']} train "
-                          f"audit rows): π̂(·,1) {_cell(audit['pi1'])}, π̂(·,0) {_cell(audit['pi0'])}{true}; per stratum "
-                          "(audit rows, π̂(s,1), π̂(s,0)): " + "; ".join(
-                              f"{t['audit_rows']}, {_cell(t['pi1'])}, {_cell(t['pi0'])}" for t in audit["by_stratum"]) + "."]
+                          f"audit rows): π̂(·,1) {_cell(audit['pi1'])}, π̂(·,0) {_cell(audit['pi0'])}{true}.", ""]
+            lines += audit_table(audit["by_stratum"])
         check = next((r["label_selection"] for r in by_method.values() if r.get("label_selection")), None)
         if check:
             lines += ["", f"Label-selection check ({'FLAG' if check['flag'] else 'ok'}): {check['reason']}."]
         lines += ["", f"Plots: `{params.dataset}/plots/{backbone}/`.", ""]
     lines += [f"![R², MAE (and best-of-N) by method and backbone]({params.dataset}.png)", ""]
     return "\n".join(lines)
+
+
+def audit_table(by_stratum: list[dict]) -> list[str]:
+    """π̂(s, y) per stratum, with the simulation's truth beside it where evaluate had it."""
+    truth = any("pi1_true" in t for t in by_stratum)
+    cols = [("audit rows", "audit_rows"), ("log rows", "log_rows"), ("π̂(s,1)", "pi1")] \
+        + ([("π(s,1) true", "pi1_true")] if truth else []) + [("π̂(s,0)", "pi0")] \
+        + ([("π(s,0) true", "pi0_true")] if truth else [])
+    lines = ["| stratum | " + " | ".join(c for c, _ in cols) + " |", "|---:|" + "---:|" * len(cols)]
+    for t in by_stratum:
+        cells = [str(t.get(k, "–")) if k.endswith("rows") else _cell(t.get(k)) for _, k in cols]
+        lines.append(f"| {t['stratum']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def figure(reports: dict[str, dict[str, dict]], path: Path) -> Path:

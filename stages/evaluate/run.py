@@ -20,7 +20,7 @@ import polars as pl
 from pipeline.atomic import write_json
 from pipeline.config import Params
 from pipeline.errors import RmpipeError
-from pipeline.heads import CARD, head_dir, load_head, load_nuisance
+from pipeline.heads import CARD, head_dir, load_audit_strata, load_head, load_nuisance
 from pipeline.store import EmbeddingStore
 from pipeline.store_matrix import embeddings
 from pipeline.table import read_table
@@ -94,17 +94,43 @@ def propensity_truth(head, X: np.ndarray, df: pl.DataFrame, bins: int = 10) -> t
     return table, stats
 
 
-def audit_truth(diag: dict, train: pl.DataFrame) -> dict:
+def audit_strata(head, X: np.ndarray, df: pl.DataFrame) -> np.ndarray | None:
+    """Each row's audit stratum as the fit assigned it, from the head's saved strata (None when
+    the head has none)."""
+    from stages.fit.audit import AuditPropensity
+
+    saved = load_audit_strata(head.folder, head.card)
+    if saved is None:
+        return None
+    features, _, _ = load_nuisance(head.folder, head.card)
+    columns = {c: df[c].to_numpy() for c in {*saved["covariates"], *(features.covariates if features else ())}}
+    return AuditPropensity.restore(saved).assign(features.transform(X, columns) if features else X, columns)
+
+
+def audit_truth(diag: dict, train: pl.DataFrame, strata: np.ndarray | None = None) -> dict:
     """The audit propensity's π̂(·, y) (global and per stratum) and, in simulation, the truth: the
-    mean true propensity of the train rows of class y outside the audit."""
+    mean true propensity of the train rows of class y outside the audit (in stratum s, given
+    ``strata``, the train rows' strata; ``true_rows`` counts the rows that truth averages)."""
     out = {"audit_rows_train": diag["audit_rows_train"], "strata": diag["strata"], "k": diag["k"],
            "pi1": diag["global"]["pi1"], "pi0": diag["global"]["pi0"],
-           "by_stratum": [{k: t[k] for k in ("stratum", "audit_rows", "pi1", "pi0")} for t in diag["table"]]}
-    logs = train.filter(~pl.col("audit").fill_null(False))
-    if logs.height and logs["propensity_true"].null_count() == 0 and logs["label"].null_count() == 0:
-        for y in (1, 0):
-            part = logs.filter(pl.col("label") == y)["propensity_true"]
-            out[f"pi{y}_true"] = float(part.mean()) if part.len() else None
+           "by_stratum": [{k: t[k] for k in ("stratum", "audit_rows", "log_rows", "pi1", "pi0")}
+                          for t in diag["table"]]}
+    logs = ~train["audit"].fill_null(False).to_numpy()
+    if not logs.any() or train.filter(pl.Series(logs))["propensity_true"].null_count() \
+            or train.filter(pl.Series(logs))["label"].null_count():
+        return out
+    true, label = train["propensity_true"].fill_null(np.nan).to_numpy(), train["label"].fill_null(-1).to_numpy()
+
+    def mean_true(rows: np.ndarray) -> float | None:
+        return float(true[rows].mean()) if rows.any() else None
+
+    for y in (1, 0):
+        out[f"pi{y}_true"] = mean_true(logs & (label == y))
+    if strata is not None:
+        for t in out["by_stratum"]:
+            rows = logs & (strata == t["stratum"])
+            t.update(pi1_true=mean_true(rows & (label == 1)), pi0_true=mean_true(rows & (label == 0)),
+                     true_rows=int(rows.sum()))
     return out
 
 
@@ -147,6 +173,9 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
     # the propensity model is shared by every method of a fit: compare it with the truth once
     with_p = next((h for h in heads.values() if "propensity" in h.card.diagnostics), None)
     truth = propensity_truth(with_p, X_train, train) if with_p is not None else None
+    with_a = next((h for h in heads.values()
+                   if h.card.uses.propensity and "audit_propensity" in h.card.diagnostics), None)
+    strata = audit_strata(with_a, X_train, train) if with_a is not None else None
     out_dir = reports_dir(params, backbone)
     reports, train_rewards = {}, {}
     for name, head in heads.items():
@@ -174,7 +203,7 @@ def evaluate(params: Params, backbone: str, methods: Sequence[str] | None = None
         if card.uses.propensity and "propensity_trust" in card.diagnostics:
             report["propensity_trust"] = card.diagnostics["propensity_trust"]
         if card.uses.propensity and "audit_propensity" in card.diagnostics:
-            report["audit_propensity"] = audit_truth(card.diagnostics["audit_propensity"], train)
+            report["audit_propensity"] = audit_truth(card.diagnostics["audit_propensity"], train, strata)
         if "label_selection" in card.diagnostics:
             report["label_selection"] = card.diagnostics["label_selection"]
         reports[name] = report

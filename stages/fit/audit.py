@@ -93,6 +93,13 @@ class AuditPropensity:
             km = KMeans(n_clusters=k, n_init=4, random_state=self.seed).fit(np.asarray(Z[sample], dtype=np.float64))
             self.n_strata_, self.centers_, self.levels_ = k, km.cluster_centers_.astype(np.float32), None
 
+    @classmethod
+    def restore(cls, saved: dict) -> "AuditPropensity":
+        """The strata alone (enough to ``assign``), from what ``pipeline.heads`` saved with a head."""
+        model = cls(strata=saved["strata"], covariates=tuple(saved["covariates"]))
+        model.n_strata_, model.centers_, model.levels_ = saved["k"], saved["centers"], saved["levels"]
+        return model
+
     def _keys(self, columns) -> np.ndarray:
         parts = [np.asarray(columns[c]).astype(str) for c in self.covariates]
         return np.array(["|".join(t) for t in zip(*parts)], dtype=object)

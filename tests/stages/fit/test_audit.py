@@ -245,3 +245,49 @@ def test_fit_evaluate_report_with_an_audit_on_disk(tmp_path):
     assert a["pi1"] > a["pi0"] and a["pi1_true"] > a["pi0_true"]  # estimate and truth agree in direction
     md = report(params).read_text()
     assert "Audit propensity (kmeans, 3 strata" in md and "Label-selection check (FLAG)" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strata", ["covariates", "kmeans"])
+def test_evaluate_sets_each_strata_true_propensity_beside_its_estimate(tmp_path, strata):
+    """evaluate reloads the fit's strata and averages the true propensity over each stratum's
+    train rows of a class (outside the audit): equal to the same average computed from the table
+    (covariate strata), each stratum holding the rows the fit counted, and π̂(s, y) close to it."""
+    import polars as pl
+
+    from pipeline.synthetic import make_world, write_project
+    from pipeline.table import read_table, write_table
+    from stages.evaluate.report import report
+    from stages.evaluate.run import evaluate
+    from stages.fit.run import fit
+
+    world = make_world(n=12000, dim=8, rho_pos=0.0, rho_neg=0.0, seed=4)  # no flips: a tighter π̂
+    fast = dataclasses.replace(FAST, audit=AuditParams(strata=strata, k=3, covariates=("segment",), labels="clean"),
+                               noise=NoiseParams(rho_pos=0.0, rho_neg=0.0), methods=("causalrm",))
+    params = write_project(tmp_path, world, fit=fast)
+    table = read_table(params.table_path)
+    audit = (table["split"] != "test").to_numpy() & (np.random.default_rng(1).random(table.height) < 0.2)
+    segment = np.array(["low", "mid", "high"])[np.digitize(world.X[:, 0] + world.X[:, 1], [-0.6, 0.6])]
+    on_audit = pl.when(pl.Series(audit))
+    table = table.with_columns(pl.Series("audit", audit), pl.Series("segment", segment),
+                               on_audit.then(True).otherwise(pl.col("observed")).alias("observed"),
+                               on_audit.then(pl.col("label")).otherwise(pl.col("feedback")).alias("feedback"))
+    write_table(table, params.table_path)
+    params = dataclasses.replace(params, embed=dataclasses.replace(params.embed, backbones=("toy",)))
+    fit(params, "toy", ["causalrm"], progress=False, log=lambda _: None)
+    a = evaluate(params, "toy", log=lambda _: None)["causalrm"]["audit_propensity"]
+    logs = table.filter((pl.col("split") == "train") & ~pl.col("audit"))
+    assert len(a["by_stratum"]) == 3
+    assert sum(t["true_rows"] for t in a["by_stratum"]) == logs.height
+    for t in a["by_stratum"]:
+        assert t["true_rows"] == t["log_rows"]  # evaluate's strata are the fit's
+        for y in (1, 0):
+            if strata == "covariates":  # levels are sorted: high, low, mid
+                rows = logs.filter((pl.col("segment") == sorted(set(segment))[t["stratum"]]) & (pl.col("label") == y))
+                assert t[f"pi{y}_true"] == pytest.approx(rows["propensity_true"].mean(), rel=1e-9)
+            assert abs(t[f"pi{y}"] - t[f"pi{y}_true"]) < 0.05, (t, y)
+    assert len({round(t["pi1_true"], 2) for t in a["by_stratum"]}) == 3  # the strata differ: the test can tell
+    md = report(params).read_text()
+    assert "| stratum | audit rows | log rows | π̂(s,1) | π(s,1) true | π̂(s,0) | π(s,0) true |" in md
+    t = a["by_stratum"][0]
+    assert f"| 0 | {t['audit_rows']} | {t['log_rows']} | {t['pi1']:.3f} | {t['pi1_true']:.3f} |" in md
