@@ -129,7 +129,7 @@ def bench_dtype(dtype: str, args) -> list[dict]:
             with lock:
                 return [stored[next(cached) % len(stored)] for _ in range(args.pairs)]
 
-        batch_rate(params, args.batch_pairs // 4)  # the batch path's first shapes, not counted
+        batch_rate(params, args.batch_pairs)  # the batch path's first shapes, not counted
         with ServerThread(build_app(model, ServeSettings())) as url:
             for concurrency in args.levels:
                 before = batch_rate(params, args.batch_pairs)
