@@ -65,9 +65,9 @@ class Batcher:
     async def _gather(self, loop) -> None:
         """Hold the batch open until ``max_batch`` pairs wait or ``max_wait_ms`` has passed,
         also when the worker has just finished a batch: the clients it answered send their next
-        requests within milliseconds, and without the wait the next batch would go with whoever
-        happened to be waiting (under steady load batches settled at 8 and 56 pairs, and a
-        forward pass of 8 pairs costs about three times as much a pair on a CPU)."""
+        requests within milliseconds, and without the wait the next batch went with whoever
+        happened to be waiting (under steady load, batches of 8 and 56 pairs in turn rather than
+        full ones; docs/serving.md#throughput)."""
         deadline = loop.time() + self.wait
         while sum(len(p) for p, _, _ in self.pending) < self.max_batch:
             left = deadline - loop.time()
