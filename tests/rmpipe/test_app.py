@@ -1,0 +1,67 @@
+"""The server's micro-batcher on the real MiniLM and a fitted head, driven on its own event loop
+(no HTTP): which requests share a forward pass, and that each gets its own pairs' rewards."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from rmpipe.app import Batcher
+from rmpipe.serve import RewardModel
+
+pytestmark = pytest.mark.slow  # the real MiniLM
+
+
+@pytest.fixture(scope="module")
+def model(served):
+    params, head = served
+    return RewardModel(params, head)
+
+
+def pairs(tag: str, n: int) -> tuple[list[str], list[str]]:
+    return ([f"{tag} question {i}: which train goes to the coast?" for i in range(n)],
+            [f"{tag} answer {i}: the {i + 7}:15 from platform {i % 5}." for i in range(n)])
+
+
+def unbatched(model, prompts, responses) -> np.ndarray:
+    """The head's logits of one request embedded on its own, without the server's caches."""
+    return model.head.logits(model.embedder(prompts, responses))
+
+
+def run_scenario(model, full, behind, late):
+    """``full`` fills a micro-batch and goes at once, ``behind`` arrives with it but does not
+    fit, ``late`` arrives once ``full`` is answered; the logits of each, in order."""
+
+    async def scenario():
+        batcher = Batcher(model, max_batch=len(full[0]), max_wait_ms=1000)
+        worker = asyncio.create_task(batcher.run())
+        try:
+            first = asyncio.ensure_future(batcher.score(*full))
+            second = asyncio.ensure_future(batcher.score(*behind))
+            answered = await first
+            third = asyncio.ensure_future(batcher.score(*late))
+            return [answered, *await asyncio.gather(second, third)], batcher.largest
+        finally:
+            worker.cancel()
+            batcher.worker.shutdown(wait=True)
+
+    return asyncio.run(scenario())
+
+
+def test_a_request_left_behind_a_full_batch_waits_for_the_next_arrivals_and_each_gets_its_own_rewards(model):
+    full, behind, late = pairs("full", 32), pairs("behind", 6), pairs("late", 5)
+    late = (late[0] + behind[0][:1], late[1] + behind[1][:1])  # one pair of `behind` again
+    expected = [unbatched(model, *x) for x in (full, behind, late)]
+    before = dict(model.stats)
+    got, largest = run_scenario(model, full, behind, late)
+    delta = {k: model.stats[k] - before.get(k, 0) for k in ("micro_batches", "forward_batches", "computed")}
+    # `behind` did not go alone as soon as the worker was free: it went with `late`
+    assert delta["micro_batches"] == 2 and delta["forward_batches"] == 2 and largest == 2
+    assert delta["computed"] == 32 + 6 + 5  # the repeated pair is embedded once
+    for want, have in zip(expected, got):
+        assert have.shape == want.shape
+        assert np.abs(have - want).max() < 1e-4  # batchmates do not change a pair's reward
+    assert have[-1] == got[1][0]  # the repeated pair: one value for both requests
+    assert len(set(np.round(np.concatenate(got), 5))) > 30  # the rewards are the pairs' own, in order
