@@ -50,33 +50,42 @@ class Batcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        inflight: collections.deque = collections.deque()  # the batch on the worker, and one queued behind it
         while True:
             while not self.pending:
                 await self.arrived.wait()
                 self.arrived.clear()
-            await self._gather(loop)
+            while len(inflight) >= 2:
+                await inflight.popleft()
+            await self._gather(loop, inflight)
             batch, size = [], 0
             while self.pending and (not batch or size + len(self.pending[0][0]) <= self.max_batch):
                 item = self.pending.popleft()
                 batch.append(item)
                 size += len(item[0])
-            await self._answer(loop, batch)
+            inflight.append(asyncio.ensure_future(self._answer(loop, batch)))
+            while inflight and inflight[0].done():
+                inflight.popleft()
 
-    async def _gather(self, loop) -> None:
-        """Hold the batch open until ``max_batch`` pairs wait or ``max_wait_ms`` has passed,
-        also when the worker has just finished a batch: the clients it answered send their next
-        requests within milliseconds, and without the wait the next batch went with whoever
+    async def _gather(self, loop, inflight) -> None:
+        """Hold the batch open until ``max_batch`` pairs wait, or ``max_wait_ms`` has passed and
+        the worker is free. The wait also follows a finished batch: the clients it answered send
+        their next requests within milliseconds, and without it the next batch went with whoever
         happened to be waiting (under steady load, batches of 8 and 56 pairs in turn rather than
-        full ones; docs/serving.md#throughput)."""
+        full ones). While the worker is busy a full batch is queued behind the running one, so
+        the worker never waits for the event loop between batches (docs/serving.md#throughput)."""
         deadline = loop.time() + self.wait
         while sum(len(p) for p, _, _ in self.pending) < self.max_batch:
+            busy = [t for t in inflight if not t.done()]
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 and not busy:
                 return
             self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
+            waits = [asyncio.ensure_future(self.arrived.wait()), *busy]
+            done, _ = await asyncio.wait(waits, timeout=max(left, 0) if not busy else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            waits[0].cancel()
+            if not done:
                 return
 
     async def _answer(self, loop, batch: list) -> None:
