@@ -128,7 +128,10 @@ def store_child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    t = {}
+    t, rss = {}, {}
+
+    def peak_so_far(step):
+        rss[step] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     clock = time.perf_counter()
     store = EmbeddingStore(args.store)
     shards = (args.n + args.shard_rows - 1) // args.shard_rows
@@ -138,10 +141,12 @@ def store_child(args) -> None:
                           for k in range(shards)])
     fit_rows = np.flatnonzero(facts["split"] != "test")
     t["row facts"] = time.perf_counter() - clock
+    peak_so_far("row facts")
     clock = time.perf_counter()
     order, X = in_store_order(store, ids[fit_rows])  # the shards' checksums are checked here, once
     rows = fit_rows[order]
     t["open store (ids, checksums)"] = time.perf_counter() - clock
+    peak_so_far("open store (ids, checksums)")
     data = FitInputs(X, facts["split"][rows], facts["observed"][rows],
                      np.where(facts["observed"][rows], facts["feedback"][rows], 0))
     params = FitParams(head=HeadParams(max_epochs=args.epochs, patience=args.epochs + 1, threads=args.threads),
@@ -151,21 +156,23 @@ def store_child(args) -> None:
     clock, reads = time.perf_counter(), X.read_seconds
     nuisance = fit_nuisance(data, params, [method])
     t["nuisance: projection + propensity"] = time.perf_counter() - clock
+    peak_so_far("nuisance: projection + propensity")
     t["  of which store reads (nuisance)"] = X.read_seconds - reads
     clock, reads = time.perf_counter(), X.read_seconds
     model, result = fit_method(data, nuisance, method, params)
     t["head: every epoch"] = time.perf_counter() - clock
+    peak_so_far("head: every epoch")
     t["  of which store reads (head)"] = X.read_seconds - reads
     test = np.flatnonzero(facts["split"] == "test")
     T = in_store_order(store, ids[test])
     reward = model.logits(T[1]).numpy()
     auroc = label_metrics(facts["label"][test][T[0]].astype(float), reward)["auroc"]
     print(json.dumps({
-        "steps": t, "s_per_epoch": [c["seconds"] for c in result.curve], "epochs": result.epochs_run,
+        "steps": t, "peak_gib": rss, "s_per_epoch": [c["seconds"] for c in result.curve], "epochs": result.epochs_run,
         "train_rows_with_loss": int(len(np.flatnonzero(data.train & data.observed))),
         "fit_rows": int(len(rows)), "store_gb": store.size_bytes() / 2**30, "shard_reads": X.shard_reads,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "test_auroc": auroc,
-        "pca_dim": int(nuisance.features.pca_dim), "threads": torch.get_num_threads()}))
+        "pca_dim": nuisance.features.pca_dim or args.d, "threads": torch.get_num_threads()}))
 
 
 def store_main(args) -> None:
@@ -184,14 +191,15 @@ def store_main(args) -> None:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"streamed fit: N={args.n:,} pairs × D={args.d:,} float32, store {r['store_gb']:.1f} GiB on disk "
           f"(machine memory {mem:.0f} GiB), shards of {args.shard_rows:,}; causalrm, {r['epochs']} epochs, "
-          f"{r['train_rows_with_loss']:,} train rows with loss, nuisance on a {r['pca_dim']}-d projection, "
+          f"{r['train_rows_with_loss']:,} train rows with loss, nuisance models on {r['pca_dim']} features, "
           f"torch threads {r['threads']}; store build {built:.0f} s (0 if reused)")
-    print("| step | seconds |")
-    print("|---|---:|")
+    print("| step | seconds | peak RSS so far, GiB |")
+    print("|---|---:|---:|")
     for step, sec in r["steps"].items():
-        print(f"| {step} | {sec:.1f} |")
+        peak = r["peak_gib"].get(step)
+        print(f"| {step} | {sec:.1f} | {'' if peak is None else f'{peak:.2f}'} |")
     for i, sec in enumerate(r["s_per_epoch"], 1):
-        print(f"| epoch {i} (train + val pass) | {sec:.1f} |")
+        print(f"| epoch {i} (train + val pass) | {sec:.1f} | |")
     print(f"\npeak RSS {r['peak_rss_mb'] / 1024:.2f} GiB; {r['shard_reads']} shard reads; "
           f"test AUROC {r['test_auroc']:.3f} (clean labels, evaluation only)")
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import RmpipeError
@@ -112,8 +113,9 @@ class StoreMatrix:
         shard = self.shards[k]
         path = self.store.root / shard["file"]
         self.store._check_shard(shard)
-        col = pq.ParquetFile(path, memory_map=True).read(columns=["embedding"])["embedding"].combine_chunks()
+        col = pq.read_table(path, columns=["embedding"], memory_map=False)["embedding"].combine_chunks()
         values = col.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim).astype(np.float32, copy=False)
+        del col
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             pid = self.store._shard_ids(shard)[int(np.argmax(bad))]
@@ -124,7 +126,13 @@ class StoreMatrix:
         self._cache[k] = values
         while len(self._cache) > 2 * self.window:
             self._cache.popitem(last=False)
+            pa.default_memory_pool().release_unused()  # give an evicted shard's pages back to the OS
         return values
+
+    def release(self) -> None:
+        """Drop the decoded shards (the nuisance fits that follow the projection pass need none)."""
+        self._cache.clear()
+        pa.default_memory_pool().release_unused()
 
     def epoch_order(self, rows: np.ndarray, generator) -> np.ndarray:
         """A shuffle of ``range(len(rows))`` (positions into ``rows``) that visits the shards a

@@ -167,6 +167,8 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
         out.features = Features(nuisance_dim(data.X, prop.pca_dim), tuple(prop.covariates), prop.seed).fit(
             data.X, data.columns, train_rows)
         Z = dense(out.features.transform(data.X, data.columns))
+        if hasattr(data.X, "release"):
+            data.X.release()  # a streamed store: the nuisance fits need Z, not the cached shards
     if need_p and by_audit:
         pass  # after the noise rates, which the Bayes identity needs
     elif need_p:
