@@ -94,6 +94,12 @@ def markdown(params: Params, reports: dict[str, dict[str, dict]]) -> str:
         check = next((r["label_selection"] for r in by_method.values() if r.get("label_selection")), None)
         if check:
             lines += ["", f"Label-selection check ({'FLAG' if check['flag'] else 'ok'}): {check['reason']}."]
+            if check.get("strata"):
+                lines += ["", "| stratum | observed rows | audit rows | observed positive | audit positive | z | flag |",
+                          "|---|---:|---:|---:|---:|---:|---|"]
+                lines += [f"| {t['stratum']} | {t['observed']} | {t['audit_rows']} | {_cell(t['observed_positive'])} | "
+                          f"{_cell(t['audit_positive'])} | {_cell(t['z'])} | {'FLAG' if t['flag'] else ''} |"
+                          for t in check["strata"]]
         lines += ["", f"Plots: `{params.dataset}/plots/{backbone}/`.", ""]
     lines += [f"![R², MAE (and best-of-N) by method and backbone]({params.dataset}.png)", ""]
     return "\n".join(lines)

@@ -168,25 +168,48 @@ def _two_share_z(a: np.ndarray, b: np.ndarray) -> float | None:
 LABEL_SELECTION_Z = 2.58  # |z| of observed vs audit positive share beyond which selection follows the label
 
 
-def label_selection(observed, feedback, audit, rows) -> dict:
+def label_selection(observed, feedback, audit, rows, strata: np.ndarray | None = None) -> dict:
     """Compare the observed (self-selected) feedback's positive share with the audit's, on the
-    train rows: the two answer the same question under the same noise, so a gap says the users
-    chose *by* the label — which no propensity model of ``o`` on the embedding can see. No clean
-    labels needed. Returns ``{observed_positive, audit_positive, z, flag, reason}``."""
+    train rows, overall and within each stratum (``strata``: each row's, as
+    :meth:`AuditPropensity.assign` gives it): the two answer the same question under the same
+    noise, so a gap says the users chose *by* the label — which no propensity model of ``o`` on
+    the embedding can see. A stratum is flagged beyond the Bonferroni-adjusted |z|, so k strata
+    do not raise k chances of a false alarm. No clean labels needed. Returns ``{observed_positive,
+    audit_positive, z, flag, reason, strata}``."""
+    from scipy.stats import norm
+
     observed, audit = np.asarray(observed, bool), np.asarray(audit, bool)
     feedback = np.asarray(feedback, dtype=float)
     in_rows = np.zeros(len(observed), dtype=bool)
     in_rows[rows] = True
     seen, audited = in_rows & observed & ~audit, in_rows & audit
     if not audited.any() or not seen.any():
-        return {"flag": False, "observed_positive": None, "audit_positive": None, "z": None,
+        return {"flag": False, "observed_positive": None, "audit_positive": None, "z": None, "strata": [],
                 "reason": "no audit rows in the train split: " + NO_AUDIT_ADVICE}
     z = _two_share_z(feedback[seen], feedback[audited])
     pos, apos = float(feedback[seen].mean()), float(feedback[audited].mean())
-    flag = z is not None and abs(z) > LABEL_SELECTION_Z
+    table, flagged = [], []
+    if strata is not None and len(np.unique(strata[in_rows])) > 1:
+        ids = [int(j) for j in np.unique(strata[in_rows]) if j >= 0]
+        limit = float(norm.ppf(1 - (1 - norm.cdf(LABEL_SELECTION_Z)) / max(len(ids), 1)))
+        for j in ids:
+            a, b = seen & (strata == j), audited & (strata == j)
+            zj = _two_share_z(feedback[a], feedback[b])
+            row = {"stratum": j, "observed": int(a.sum()), "audit_rows": int(b.sum()),
+                   "observed_positive": float(feedback[a].mean()) if a.any() else None,
+                   "audit_positive": float(feedback[b].mean()) if b.any() else None,
+                   "z": zj, "flag": bool(zj is not None and abs(zj) > limit), "z_limit": limit}
+            table.append(row)
+            flagged += [j] if row["flag"] else []
+    flag = (z is not None and abs(z) > LABEL_SELECTION_Z) or bool(flagged)
+    where = f"; within strata {', '.join(map(str, flagged))} too" if flagged else ""
     reason = (f"the self-selected feedback is {pos:.0%} positive where the randomised audit is {apos:.0%} "
-              f"(z = {z:+.1f}, {int(audited.sum())} audit rows): users chose by the label")
-    return {"flag": bool(flag), "observed_positive": pos, "audit_positive": apos, "z": z,
+              f"(z = {z:+.1f}, {int(audited.sum())} audit rows{where}): users chose by the label")
+    if flagged and not (z is not None and abs(z) > LABEL_SELECTION_Z):
+        reason = (f"within strata {', '.join(map(str, flagged))} the self-selected feedback's positive share "
+                  f"differs from the randomised audit's (|z| > {table[0]['z_limit']:.2f}; overall {pos:.0%} vs "
+                  f"{apos:.0%}): users chose by the label")
+    return {"flag": bool(flag), "observed_positive": pos, "audit_positive": apos, "z": z, "strata": table,
             "reason": reason if flag else reason.split(":")[0] + ": no evidence that users chose by the label"}
 
 

@@ -226,12 +226,28 @@ def fit_nuisance(data: FitInputs, params: FitParams, methods: list[Method]) -> N
         out.audit_model = model
         out.diagnostics["audit_propensity"] = model.diagnostics(int((data.audit & data.val).sum()))
     if data.audit is not None:
-        check = label_selection(data.observed, data.feedback, data.audit, np.flatnonzero(data.train))
+        check = label_selection(data.observed, data.feedback, data.audit, np.flatnonzero(data.train),
+                                check_strata(data, out, params, Z if out.features is not None else None))
         out.diagnostics["label_selection"] = check
         warning = label_selection_warning(check, prop.model if need_p else "audit")
         if warning:
             warnings.warn(warning, stacklevel=2)
     return out
+
+
+def check_strata(data: FitInputs, out: Nuisance, params: FitParams, Z) -> np.ndarray | None:
+    """Each row's stratum for the label-selection check: the audit propensity's, or — when it is
+    not in use — the same kind of strata fitted for the check alone (fit.audit); None without
+    nuisance features to cluster."""
+    a = params.audit
+    model = out.audit_model
+    if model is None:
+        if Z is None and a.strata == "kmeans":
+            return None
+        model = AuditPropensity(a.strata, a.k, tuple(a.covariates), a.smoothing, a.labels,
+                                params.propensity.clip_min, params.propensity.seed)
+        model._fit_strata(Z, data.columns, np.flatnonzero(data.train), int((data.audit & data.train).sum()))
+    return model.assign(Z if Z is not None else data.X, data.columns)
 
 
 def _fit_implicit(data: FitInputs, params: FitParams, methods: list[Method]) -> Nuisance:

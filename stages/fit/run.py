@@ -141,7 +141,9 @@ def nuisance_lines(diag: dict) -> list[str]:
     if "label_selection" in diag and diag["label_selection"]["z"] is not None:
         c = diag["label_selection"]
         lines.append(f"  label selection check: observed {c['observed_positive']:.1%} positive, audit "
-                     f"{c['audit_positive']:.1%} (z {c['z']:+.1f}){' — users chose by the label' if c['flag'] else ''}")
+                     f"{c['audit_positive']:.1%} (z {c['z']:+.1f}){' — users chose by the label' if c['flag'] else ''}"
+                     + (f"; {sum(t['flag'] for t in c['strata'])} of {len(c['strata'])} strata flagged"
+                        if c.get("strata") else ""))
     if "noise" in diag:
         n = diag["noise"]
         lines.append(f"  noise rates ({n['source']}): rho_pos {n['rho_pos']:.3f}, rho_neg {n['rho_neg']:.3f}, "

@@ -144,6 +144,26 @@ def test_label_selection_check_sees_users_choosing_by_the_label_without_clean_la
     assert not none["flag"] and "audit: true" in none["reason"]
 
 
+def test_label_selection_per_stratum_sees_what_cancels_out_overall():
+    """Users of stratum 1 rate what they like, of stratum 2 what they dislike, of stratum 0 at
+    random: overall the observed share matches the audit's, within strata 1 and 2 it does not."""
+    rng = np.random.default_rng(3)
+    n = 60_000
+    s = rng.integers(0, 3, n)
+    y = rng.random(n) < 0.5
+    p = np.choose(s, [np.full(n, 0.3), np.where(y, 0.5, 0.1), np.where(y, 0.1, 0.5)])
+    audit = rng.random(n) < 0.05
+    o = audit | (rng.random(n) < p)
+    fb = np.where(o, y, 0)
+    overall = label_selection(o, fb, audit, np.arange(n))
+    assert not overall["flag"] and overall["strata"] == []
+    check = label_selection(o, fb, audit, np.arange(n), strata=s)
+    assert abs(check["z"]) < 2.58  # the global comparison alone would miss it
+    assert check["flag"] and [t["stratum"] for t in check["strata"] if t["flag"]] == [1, 2]
+    assert "within strata 1, 2" in check["reason"]
+    assert check["strata"][1]["observed_positive"] > 0.75 > check["strata"][1]["audit_positive"]
+
+
 def test_platt_scaling_recovers_a_known_distortion():
     rng = np.random.default_rng(0)
     f = rng.normal(size=20_000) * 2
