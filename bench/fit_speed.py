@@ -137,13 +137,15 @@ def store_child(args) -> None:
     shards = (args.n + args.shard_rows - 1) // args.shard_rows
     facts = [world_shard(k, min(args.shard_rows, args.n - k * args.shard_rows), 0)[2] for k in range(shards)]
     facts = {key: np.concatenate([f[key] for f in facts]) for key in facts[0]}
-    ids = np.concatenate([[f"w{k:05d}-{i:06d}" for i in range(min(args.shard_rows, args.n - k * args.shard_rows))]
-                          for k in range(shards)])
+    import polars as pl
+
+    ids = pl.concat([pl.select((pl.lit(f"w{k:05d}-") + pl.int_range(min(args.shard_rows, args.n - k * args.shard_rows))
+                                .cast(pl.String).str.zfill(6)).alias("id"))["id"] for k in range(shards)])
     fit_rows = np.flatnonzero(facts["split"] != "test")
     t["row facts"] = time.perf_counter() - clock
     peak_so_far("row facts")
     clock = time.perf_counter()
-    order, X = in_store_order(store, ids[fit_rows])  # the shards' checksums are checked here, once
+    order, X = in_store_order(store, ids.gather(fit_rows))  # the shards' checksums are checked here, once
     rows = fit_rows[order]
     t["open store (ids, checksums)"] = time.perf_counter() - clock
     peak_so_far("open store (ids, checksums)")
@@ -164,7 +166,7 @@ def store_child(args) -> None:
     peak_so_far("head: every epoch")
     t["  of which store reads (head)"] = X.read_seconds - reads
     test = np.flatnonzero(facts["split"] == "test")
-    T = in_store_order(store, ids[test])
+    T = in_store_order(store, ids.gather(test))
     reward = model.logits(T[1]).numpy()
     auroc = label_metrics(facts["label"][test][T[0]].astype(float), reward)["auroc"]
     print(json.dumps({

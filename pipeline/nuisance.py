@@ -22,6 +22,20 @@ CHUNK = 8192
 C_GRID = tuple(np.logspace(-3, 1, 5))
 
 
+def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation in float64, a chunk at a time: ``X.std`` would
+    hold a float64 copy of ``X`` (3 GiB for a streamed store's 6M × 64 fold)."""
+    n = max(len(X), 1)
+    total = np.zeros(X.shape[1])
+    for s in range(0, len(X), CHUNK * 8):
+        total += X[s:s + CHUNK * 8].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    squares = np.zeros(X.shape[1])
+    for s in range(0, len(X), CHUNK * 8):
+        squares += ((X[s:s + CHUNK * 8] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(squares / n)
+
+
 class LogisticClassifier:
     """L2 logistic regression on standardised features (scikit-learn's lbfgs); predicts from its
     own arrays, so a reloaded model gives identical scores. ``c=None`` picks the inverse
@@ -41,8 +55,8 @@ class LogisticClassifier:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-        scale = X.std(axis=0, dtype=np.float64)
+        mean, scale = column_moments(X)
+        self.mean_ = mean.astype(np.float32)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
         Z = X.astype(np.float32, copy=copy)
         Z -= self.mean_
