@@ -278,8 +278,9 @@ class EmbeddingStore:
             yield self._shard_ids(shard), self._shard_values(shard, int(manifest["dim"]))
 
     def _shard_values(self, shard: dict, dim: int) -> np.ndarray:
+        """One shard's vectors as float32 (read-only where the store holds float32: no copy)."""
         col = self._read_shard(shard, ["embedding"])["embedding"].combine_chunks()
-        return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+        return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
     def verify(self) -> None:
         """Check every shard against the manifest (exists, size, checksum, row count)."""
@@ -300,7 +301,7 @@ class EmbeddingStore:
     def _read_shard(self, shard: dict, columns: list[str]) -> pa.Table:
         self._check_shard(shard)
         path = self.root / shard["file"]
-        table = pq.ParquetFile(path, memory_map=True).read(columns=columns)
+        table = pq.read_table(path, columns=columns, memory_map=False)  # mapped pages would count as resident
         if table.num_rows != shard["rows"]:
             raise RmpipeError(f"{path}: shard has {table.num_rows} rows, manifest says {shard['rows']}")
         return table

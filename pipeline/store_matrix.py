@@ -21,7 +21,6 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.errors import RmpipeError
 from pipeline.store import EmbeddingStore
@@ -111,15 +110,11 @@ class StoreMatrix:
             return self._cache[k]
         started = time.perf_counter()
         shard = self.shards[k]
-        path = self.store.root / shard["file"]
-        self.store._check_shard(shard)
-        col = pq.read_table(path, columns=["embedding"], memory_map=False)["embedding"].combine_chunks()
-        values = col.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim).astype(np.float32, copy=False)
-        del col
+        values = self.store._shard_values(shard, self.dim)  # checked against its checksum once
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             pid = self.store._shard_ids(shard)[int(np.argmax(bad))]
-            raise RmpipeError(f"{path}: NaN or infinite embedding for pair_id {pid} "
+            raise RmpipeError(f"{self.store.root / shard['file']}: NaN or infinite embedding for pair_id {pid} "
                               f"({int(bad.sum())} row(s) in this shard); re-embed them")
         self.shard_reads += 1
         self.read_seconds += time.perf_counter() - started

@@ -116,8 +116,8 @@ def audit_truth(diag: dict, train: pl.DataFrame, strata: np.ndarray | None = Non
            "by_stratum": [{k: t[k] for k in ("stratum", "audit_rows", "log_rows", "pi1", "pi0")}
                           for t in diag["table"]]}
     logs = ~train["audit"].fill_null(False).to_numpy()
-    if not logs.any() or train.filter(pl.Series(logs))["propensity_true"].null_count() \
-            or train.filter(pl.Series(logs))["label"].null_count():
+    known = train.filter(pl.Series(logs))
+    if not logs.any() or known["propensity_true"].null_count() or known["label"].null_count():
         return out
     true, label = train["propensity_true"].fill_null(np.nan).to_numpy(), train["label"].fill_null(-1).to_numpy()
 

@@ -58,7 +58,7 @@ class AuditPropensity:
             raise RmpipeError("fit.propensity.model audit needs audit rows (a true `audit` column) in "
                               "the train split, and the table has none")
         self.rho_pos_, self.rho_neg_ = rho_pos, rho_neg
-        self._fit_strata(Z, columns, rows, int(a_rows.sum()))
+        self.fit_strata(Z, columns, rows, int(a_rows.sum()))
         s = self.assign(Z, columns)
         seen = logs & observed
         glob = {"obs": observed[logs].mean(), "pos": feedback[seen].mean() if seen.any() else 0.5,
@@ -73,7 +73,8 @@ class AuditPropensity:
         self.pi0_ = np.array([t["pi0"] for t in table])
         return self
 
-    def _fit_strata(self, Z, columns, rows, n_audit: int) -> None:
+    def fit_strata(self, Z, columns, rows, n_audit: int) -> "AuditPropensity":
+        """The strata alone (enough to ``assign``), fitted on ``rows``; ``n_audit`` sets k-means' k."""
         if self.strata == "none":
             self.n_strata_, self.centers_, self.levels_ = 1, None, None
         elif self.strata == "covariates":
@@ -92,6 +93,7 @@ class AuditPropensity:
             sample = np.sort(rng.choice(rows, size=min(len(rows), 20000), replace=False))
             km = KMeans(n_clusters=k, n_init=4, random_state=self.seed).fit(np.asarray(Z[sample], dtype=np.float64))
             self.n_strata_, self.centers_, self.levels_ = k, km.cluster_centers_.astype(np.float32), None
+        return self
 
     @classmethod
     def restore(cls, saved: dict) -> "AuditPropensity":
@@ -188,28 +190,29 @@ def label_selection(observed, feedback, audit, rows, strata: np.ndarray | None =
                 "reason": "no audit rows in the train split: " + NO_AUDIT_ADVICE}
     z = _two_share_z(feedback[seen], feedback[audited])
     pos, apos = float(feedback[seen].mean()), float(feedback[audited].mean())
-    table, flagged = [], []
+    table, limit = [], None
     if strata is not None and len(np.unique(strata[in_rows])) > 1:
         ids = [int(j) for j in np.unique(strata[in_rows]) if j >= 0]
         limit = float(norm.ppf(1 - (1 - norm.cdf(LABEL_SELECTION_Z)) / max(len(ids), 1)))
         for j in ids:
             a, b = seen & (strata == j), audited & (strata == j)
             zj = _two_share_z(feedback[a], feedback[b])
-            row = {"stratum": j, "observed": int(a.sum()), "audit_rows": int(b.sum()),
-                   "observed_positive": float(feedback[a].mean()) if a.any() else None,
-                   "audit_positive": float(feedback[b].mean()) if b.any() else None,
-                   "z": zj, "flag": bool(zj is not None and abs(zj) > limit), "z_limit": limit}
-            table.append(row)
-            flagged += [j] if row["flag"] else []
-    flag = (z is not None and abs(z) > LABEL_SELECTION_Z) or bool(flagged)
-    where = f"; within strata {', '.join(map(str, flagged))} too" if flagged else ""
-    reason = (f"the self-selected feedback is {pos:.0%} positive where the randomised audit is {apos:.0%} "
-              f"(z = {z:+.1f}, {int(audited.sum())} audit rows{where}): users chose by the label")
-    if flagged and not (z is not None and abs(z) > LABEL_SELECTION_Z):
-        reason = (f"within strata {', '.join(map(str, flagged))} the self-selected feedback's positive share "
-                  f"differs from the randomised audit's (|z| > {table[0]['z_limit']:.2f}; overall {pos:.0%} vs "
-                  f"{apos:.0%}): users chose by the label")
+            table.append({"stratum": j, "observed": int(a.sum()), "audit_rows": int(b.sum()),
+                          "observed_positive": float(feedback[a].mean()) if a.any() else None,
+                          "audit_positive": float(feedback[b].mean()) if b.any() else None,
+                          "z": zj, "flag": bool(zj is not None and abs(zj) > limit)})
+    flagged = ", ".join(str(t["stratum"]) for t in table if t["flag"])
+    overall = z is not None and abs(z) > LABEL_SELECTION_Z
+    flag = overall or bool(flagged)
+    if overall or not flagged:
+        reason = (f"the self-selected feedback is {pos:.0%} positive where the randomised audit is {apos:.0%} "
+                  f"(z = {z:+.1f}, {int(audited.sum())} audit rows{f'; within strata {flagged} too' if flagged else ''})"
+                  ": users chose by the label")
+    else:
+        reason = (f"within strata {flagged} the self-selected feedback's positive share differs from the "
+                  f"randomised audit's (|z| > {limit:.2f}; overall {pos:.0%} vs {apos:.0%}): users chose by the label")
     return {"flag": bool(flag), "observed_positive": pos, "audit_positive": apos, "z": z, "strata": table,
+            "strata_z_limit": limit,
             "reason": reason if flag else reason.split(":")[0] + ": no evidence that users chose by the label"}
 
 

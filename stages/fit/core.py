@@ -244,9 +244,8 @@ def check_strata(data: FitInputs, out: Nuisance, params: FitParams, Z) -> np.nda
     if model is None:
         if Z is None and a.strata == "kmeans":
             return None
-        model = AuditPropensity(a.strata, a.k, tuple(a.covariates), a.smoothing, a.labels,
-                                params.propensity.clip_min, params.propensity.seed)
-        model._fit_strata(Z, data.columns, np.flatnonzero(data.train), int((data.audit & data.train).sum()))
+        model = AuditPropensity(a.strata, a.k, tuple(a.covariates), seed=params.propensity.seed).fit_strata(
+            Z, data.columns, np.flatnonzero(data.train), int((data.audit & data.train).sum()))
     return model.assign(Z if Z is not None else data.X, data.columns)
 
 
