@@ -1,9 +1,11 @@
 """The reward server's throughput on new pairs (what an RLHF run sends) against the batch path,
 `rmpipe score`'s, on the same kind of pairs in the same process, as a table.
 
-A real server (uvicorn, loopback only, clients on threads of this process) on a 240-row built-in
+A real server (uvicorn, loopback only; clients in a process of their own, bench/serve_clients.py,
+or with ``--clients thread`` on threads of this one) on a 240-row built-in
 project in a temporary folder, MiniLM on CPU. Every pair sent is new (never seen, never
-repeated). Each concurrency level is warmed up (not counted), then runs for ``--seconds``; right
+repeated). Each concurrency level runs ``--warmup`` seconds of load, then a window of ``--seconds``
+whose completed requests give the steady-state rate (see :func:`run_level`); right
 before and after it, ``--batch-pairs`` new pairs go through ``rmpipe score``'s embedding path
 (:func:`stages.embed.run.embed`, model start-up excluded: its own clock starts after the load),
 and the level's ratio is against the mean of those two batch rates, so a machine whose load
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +33,9 @@ import httpx
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serve_clients import Bodies, load  # noqa: E402
 
 from pipeline.config import EmbedParams, EvaluateParams, load_params  # noqa: E402
 from pipeline.table import pair_ids  # noqa: E402
@@ -39,13 +46,13 @@ from stages.fit.run import fit  # noqa: E402
 from stages.prepare.run import prepare  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FRESH = itertools.count(10**6)  # every pair of a run gets its own number (same digits throughout)
+NUMBERS = itertools.count(10**6, 10**5)  # blocks of pair numbers, so no pair is sent twice
 
 
-def fresh(n: int) -> list[tuple[str, str]]:
-    """``n`` pairs never sent before, all of one shape (~34 MiniLM tokens)."""
-    return [(f"Bench question {k}: how should I plan my week?",
-             f"Answer {k}: list the tasks, then block time for each.") for k in itertools.islice(FRESH, n)]
+def fresh(n: int) -> Bodies:
+    """Bodies of ``n`` new pairs each, numbered from a block of their own (same digits throughout)."""
+    assert n <= 10**5
+    return Bodies(n, next(NUMBERS))
 
 
 def project(root: Path, dtype: str):
@@ -66,47 +73,52 @@ def project(root: Path, dtype: str):
 
 def batch_rate(params, n: int) -> float:
     """Pairs/s of ``rmpipe score``'s embedding of ``n`` new pairs (tokenise, forward, commit)."""
-    pairs = fresh(n)
-    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    pairs = fresh(n)()
+    prompts, responses = [p["prompt"] for p in pairs], [p["response"] for p in pairs]
     table = pl.DataFrame({"pair_id": pair_ids(prompts, responses), "prompt": prompts, "response": responses})
     summary = embed(params, "minilm", table=table, progress=False)
     assert summary.computed == n, summary
     return summary.computed / summary.seconds
 
 
-def run_level(url: str, make_body, concurrency: int, seconds: float, warmup: int) -> dict:
-    """``concurrency`` clients post ``make_body()`` back to back: ``warmup`` requests each first
-    (not counted), then for ``seconds``; a request in flight at the deadline still counts."""
-    latencies, lock = [], threading.Lock()
-    go, done_warmup = threading.Event(), threading.Barrier(concurrency + 1)
-    window = {}
+def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup: float,
+              stats: dict, process: bool = True) -> dict:
+    """Steady-state rate of ``concurrency`` clients (bench/serve_clients.py: in a process of their
+    own, or on threads of this one): they run ``warmup`` seconds before the window opens and on
+    until it closes, and only requests that end inside the window count, over its length. A rate
+    from requests started in the window instead also counts the pipeline filling and draining,
+    about a batch each way, which weighs most at high concurrency. ``stats`` (the server's
+    counters) is read as the window opens and closes."""
+    seen, timers = [], []
 
-    def client():
-        with httpx.Client(base_url=url, timeout=300) as c:
-            for _ in range(warmup):
-                c.post("/rewards", json=make_body()).raise_for_status()
-            done_warmup.wait()
-            go.wait()
-            while time.perf_counter() < window["end"]:
-                body = make_body()
-                t = time.perf_counter()
-                c.post("/rewards", json=body).raise_for_status()
-                with lock:
-                    latencies.append(time.perf_counter() - t)
+    def on_window(start: float, end: float) -> None:
+        now = time.perf_counter()
+        for at in (start, end):
+            timers.append(threading.Timer(max(at - now, 0), lambda: seen.append(dict(stats))))
+            timers[-1].start()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    done_warmup.wait()
-    window["start"] = time.perf_counter()
-    window["end"] = window["start"] + seconds
-    go.set()
-    for t in threads:
+    if process:
+        job = {"url": url, "concurrency": concurrency, "warmup": warmup, "seconds": seconds,
+               "pairs": bodies.pairs, "first": bodies.next, "stored": bodies.stored}
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "serve_clients.py")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc.stdin.write(json.dumps(job))
+        proc.stdin.close()
+        window = json.loads(proc.stdout.readline())
+        on_window(window["start"], window["end"])
+        out = json.loads(proc.stdout.readline() or "null")
+        if proc.wait() != 0 or out is None:
+            sys.exit(f"the client process failed (exit {proc.returncode})")
+        ends, latencies = out["ends"], out["latencies"]
+    else:
+        ends, latencies = load(url, bodies, concurrency, warmup, seconds, on_window)
+    for t in timers:
         t.join()
-    wall = time.perf_counter() - window["start"]
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {"requests": len(latencies), "rps": len(latencies) / wall,
-            "p50": statistics.median(latencies) * 1000, "p95": q[18] * 1000}
+    return {"requests": len(ends), "rps": len(ends) / seconds,
+            "p50": statistics.median(latencies) * 1000, "p95": q[18] * 1000,
+            "batches": seen[1]["micro_batches"] - seen[0]["micro_batches"],
+            "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"]}
 
 
 def bench_dtype(dtype: str, args) -> list[dict]:
@@ -117,36 +129,23 @@ def bench_dtype(dtype: str, args) -> list[dict]:
         model = RewardModel(params, head)
         stored = pl.read_parquet(params.table_path).select("prompt", "response").unique(maintain_order=True)
         stored = [{"prompt": p, "response": r} for p, r in stored.iter_rows()]
-        lock = threading.Lock()
-
-        def new_body():
-            with lock:
-                return [{"prompt": p, "response": r} for p, r in fresh(args.pairs)]
-
-        cached = itertools.count()
-
-        def stored_body():
-            with lock:
-                return [stored[next(cached) % len(stored)] for _ in range(args.pairs)]
+        process = args.clients == "process"
 
         batch_rate(params, args.batch_pairs)  # the batch path's first shapes, not counted
         with ServerThread(build_app(model, ServeSettings())) as url:
             for concurrency in args.levels:
                 before = batch_rate(params, args.batch_pairs)
-                stats = dict(model.stats)
-                r = run_level(url, new_body, concurrency, args.seconds, args.warmup)
+                new = Bodies(args.pairs, next(NUMBERS))  # a block of 10^5 numbers: ~20 min at 80 pairs/s
+                r = run_level(url, new, concurrency, args.seconds, args.warmup, model.stats, process)
                 after = batch_rate(params, args.batch_pairs)
                 r.update(kind="new", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
-                         batch=(before + after) / 2, spread=abs(before - after) / ((before + after) / 2),
-                         batches=model.stats["micro_batches"] - stats.get("micro_batches", 0),
-                         forwards=model.stats["forward_batches"] - stats.get("forward_batches", 0))
+                         batch=(before + after) / 2, spread=abs(before - after) / ((before + after) / 2))
                 rows.append(r)
             concurrency = max(args.levels)
-            stats = dict(model.stats)
-            r = run_level(url, stored_body, concurrency, min(args.seconds, 5), args.warmup)
+            r = run_level(url, Bodies(args.pairs, stored=stored), concurrency, min(args.seconds, 5),
+                          min(args.warmup, 2), model.stats, process)
             r.update(kind="stored", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
-                     batch=None, spread=None, batches=model.stats["micro_batches"] - stats.get("micro_batches", 0),
-                     forwards=model.stats["forward_batches"] - stats.get("forward_batches", 0))
+                     batch=None, spread=None)
             rows.append(r)
     return rows
 
@@ -156,16 +155,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20, help="counted seconds per level")
     ap.add_argument("--pairs", type=int, default=8, help="pairs per request")
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16], help="concurrency levels")
-    ap.add_argument("--warmup", type=int, default=3, help="requests per client before counting")
+    ap.add_argument("--warmup", type=float, default=5, help="seconds of load before the window opens")
     ap.add_argument("--batch-pairs", type=int, default=1024, help="new pairs per batch-rate run")
     ap.add_argument("--dtypes", nargs="+", default=["auto"], help="backbone dtypes (auto, float32, bfloat16)")
+    ap.add_argument("--clients", choices=["process", "thread"], default="process",
+                    help="clients in a process of their own (as an RLHF trainer's are) or on threads of the server's")
     args = ap.parse_args()
     import torch
 
     rows = [r for dtype in args.dtypes for r in bench_dtype(dtype, args)]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads), "
-          f"{args.pairs} new pairs a request, {args.seconds:g} s a level; load average after: {load}\n")
+          f"{args.pairs} new pairs a request, {args.seconds:g} s a level, clients in a {args.clients}; "
+          f"load average after: {load}\n")
     print("| pairs | dtype | concurrency | requests | serve pairs/s | score pairs/s (±) | serve / score "
           "| p50 ms | p95 ms | micro-batches | forward passes |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

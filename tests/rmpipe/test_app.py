@@ -65,3 +65,55 @@ def test_a_request_left_behind_a_full_batch_waits_for_the_next_arrivals_and_each
         assert np.abs(have - want).max() < 1e-4  # batchmates do not change a pair's reward
     assert have[-1] == got[1][0]  # the repeated pair: one value for both requests
     assert len(set(np.round(np.concatenate(got), 5))) > 30  # the rewards are the pairs' own, in order
+
+
+def test_a_lone_client_is_answered_without_waiting_out_max_wait(model):
+    """One client sending request after request: each is the only one in play, so the batcher
+    sends it at once rather than holding it for ``max_wait_ms`` (5 s here) hoping for company."""
+
+    async def scenario():
+        batcher = Batcher(model, max_batch=64, max_wait_ms=5000)
+        worker = asyncio.create_task(batcher.run())
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            for i in range(3):
+                await batcher.score(*pairs(f"lone{i}", 2))
+            return loop.time() - start, batcher.largest
+        finally:
+            worker.cancel()
+            batcher.worker.shutdown(wait=True)
+
+    before = model.stats["micro_batches"]
+    elapsed, largest = asyncio.run(scenario())
+    assert model.stats["micro_batches"] - before == 3 and largest == 1
+    assert elapsed < 5  # holding even one of them for max_wait would take 5 s
+
+
+def test_the_clients_a_batch_answered_are_waited_for_and_join_the_next_batch(model):
+    """Three clients: the first request goes alone, two arrive while it runs. When it finishes,
+    three requests were in play, so the two waiting are held until the first client is back
+    (not the 5 s of ``max_wait_ms``), and all three share the next forward pass."""
+
+    async def scenario():
+        batcher = Batcher(model, max_batch=64, max_wait_ms=5000)
+        worker = asyncio.create_task(batcher.run())
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            first = asyncio.ensure_future(batcher.score(*pairs("one", 4)))
+            while not batcher.largest:  # the first request is on the worker
+                await asyncio.sleep(0.001)
+            others = [asyncio.ensure_future(batcher.score(*pairs(tag, 4))) for tag in ("two", "three")]
+            await first
+            again = asyncio.ensure_future(batcher.score(*pairs("one again", 4)))
+            await asyncio.gather(again, *others)
+            return loop.time() - start, batcher.largest
+        finally:
+            worker.cancel()
+            batcher.worker.shutdown(wait=True)
+
+    before = model.stats["micro_batches"]
+    elapsed, largest = asyncio.run(scenario())
+    assert model.stats["micro_batches"] - before == 2 and largest == 3
+    assert elapsed < 5
