@@ -30,24 +30,38 @@ def unbatched(model, prompts, responses) -> np.ndarray:
     return model.head.logits(model.embedder(prompts, responses))
 
 
-def run_scenario(model, full, behind, late):
-    """``full`` fills a micro-batch and goes at once, ``behind`` arrives with it but does not
-    fit, ``late`` arrives once ``full`` is answered; the logits of each, in order."""
+def drive(model, scenario, max_batch: int = 64, max_wait_ms: float = 5000):
+    """Run ``scenario(batcher)`` on a fresh event loop with a working batcher; its result, the
+    seconds it took, and the most requests one micro-batch answered."""
 
-    async def scenario():
-        batcher = Batcher(model, max_batch=len(full[0]), max_wait_ms=1000)
+    async def main():
+        batcher = Batcher(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
         worker = asyncio.create_task(batcher.run())
+        loop = asyncio.get_running_loop()
         try:
-            first = asyncio.ensure_future(batcher.score(*full))
-            second = asyncio.ensure_future(batcher.score(*behind))
-            answered = await first
-            third = asyncio.ensure_future(batcher.score(*late))
-            return [answered, *await asyncio.gather(second, third)], batcher.largest
+            start = loop.time()
+            out = await scenario(batcher)
+            return out, loop.time() - start, batcher.largest
         finally:
             worker.cancel()
             batcher.worker.shutdown(wait=True)
 
-    return asyncio.run(scenario())
+    return asyncio.run(main())
+
+
+def run_scenario(model, full, behind, late):
+    """``full`` fills a micro-batch and goes at once, ``behind`` arrives with it but does not
+    fit, ``late`` arrives once ``full`` is answered; the logits of each, in order."""
+
+    async def scenario(batcher):
+        first = asyncio.ensure_future(batcher.score(*full))
+        second = asyncio.ensure_future(batcher.score(*behind))
+        answered = await first
+        third = asyncio.ensure_future(batcher.score(*late))
+        return [answered, *await asyncio.gather(second, third)]
+
+    got, _, largest = drive(model, scenario, max_batch=len(full[0]), max_wait_ms=1000)
+    return got, largest
 
 
 def test_a_request_left_behind_a_full_batch_waits_for_the_next_arrivals_and_each_gets_its_own_rewards(model):
@@ -71,21 +85,12 @@ def test_a_lone_client_is_answered_without_waiting_out_max_wait(model):
     """One client sending request after request: each is the only one in play, so the batcher
     sends it at once rather than holding it for ``max_wait_ms`` (5 s here) hoping for company."""
 
-    async def scenario():
-        batcher = Batcher(model, max_batch=64, max_wait_ms=5000)
-        worker = asyncio.create_task(batcher.run())
-        loop = asyncio.get_running_loop()
-        try:
-            start = loop.time()
-            for i in range(3):
-                await batcher.score(*pairs(f"lone{i}", 2))
-            return loop.time() - start, batcher.largest
-        finally:
-            worker.cancel()
-            batcher.worker.shutdown(wait=True)
+    async def scenario(batcher):
+        for i in range(3):
+            await batcher.score(*pairs(f"lone{i}", 2))
 
     before = model.stats["micro_batches"]
-    elapsed, largest = asyncio.run(scenario())
+    _, elapsed, largest = drive(model, scenario)
     assert model.stats["micro_batches"] - before == 3 and largest == 1
     assert elapsed < 5  # holding even one of them for max_wait would take 5 s
 
@@ -95,25 +100,15 @@ def test_the_clients_a_batch_answered_are_waited_for_and_join_the_next_batch(mod
     three requests were in play, so the two waiting are held until the first client is back
     (not the 5 s of ``max_wait_ms``), and all three share the next forward pass."""
 
-    async def scenario():
-        batcher = Batcher(model, max_batch=64, max_wait_ms=5000)
-        worker = asyncio.create_task(batcher.run())
-        loop = asyncio.get_running_loop()
-        try:
-            start = loop.time()
-            first = asyncio.ensure_future(batcher.score(*pairs("one", 4)))
-            while not batcher.largest:  # the first request is on the worker
-                await asyncio.sleep(0.001)
-            others = [asyncio.ensure_future(batcher.score(*pairs(tag, 4))) for tag in ("two", "three")]
-            await first
-            again = asyncio.ensure_future(batcher.score(*pairs("one again", 4)))
-            await asyncio.gather(again, *others)
-            return loop.time() - start, batcher.largest
-        finally:
-            worker.cancel()
-            batcher.worker.shutdown(wait=True)
+    async def scenario(batcher):
+        first = asyncio.ensure_future(batcher.score(*pairs("one", 4)))
+        while not batcher.largest:  # the first request is on the worker
+            await asyncio.sleep(0.001)
+        others = [asyncio.ensure_future(batcher.score(*pairs(tag, 4))) for tag in ("two", "three")]
+        await first
+        await asyncio.gather(batcher.score(*pairs("one again", 4)), *others)
 
     before = model.stats["micro_batches"]
-    elapsed, largest = asyncio.run(scenario())
+    _, elapsed, largest = drive(model, scenario)
     assert model.stats["micro_batches"] - before == 2 and largest == 3
     assert elapsed < 5
