@@ -56,7 +56,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, help="TCP port"),
     max_batch: int = typer.Option(64, help="pairs one micro-batch collects at most"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits for more requests"),
+    max_wait_ms: float = typer.Option(5.0, help="the longest a free worker waits for the clients it just answered"),
     max_request_pairs: int = typer.Option(1024, help="a request with more pairs is refused (413)"),
     max_body_mb: float = typer.Option(16.0, help="a larger request body is refused (413)"),
     max_pair_chars: int = typer.Option(65536, help="a longer pair (prompt + response characters) is refused (413)"),

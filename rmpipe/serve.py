@@ -44,7 +44,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 64  # pairs a micro-batch collects at most
-    max_wait_ms: float = 5.0  # how long a free worker holds a batch open for more requests
+    max_wait_ms: float = 5.0  # the longest a free worker holds a batch open for the clients it answered
     max_request_pairs: int = 1024  # a request with more is refused (413)
     max_body_mb: float = 16.0  # a body larger than this is refused (413)
     max_pair_chars: int = 65_536  # a pair (prompt + response) longer than this is refused (413)
