@@ -9,6 +9,7 @@ export``). An MLP keeps its biases."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -58,7 +59,11 @@ class RewardHead(nn.Module):
     def logits(self, X, batch_size: int = 8192) -> "torch.Tensor":
         """Logits for a float32 array or tensor, in batches, in eval mode; or for anything
         that slices into arrays (a :class:`pipeline.store_matrix.StoreMatrix`), a batch at a time."""
-        if isinstance(X, (np.ndarray, list)):
+        if isinstance(X, np.ndarray) and not X.flags.writeable:
+            with warnings.catch_warnings():  # a store's shard, read without a copy: nothing here writes to it
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                X = torch.as_tensor(X)
+        elif isinstance(X, (np.ndarray, list)):
             X = torch.as_tensor(X)
         if X.ndim != 2 or X.shape[1] != self.config["in_dim"]:
             raise RmpipeError(f"embeddings have shape {tuple(X.shape)}, the head expects dimension "

@@ -187,3 +187,28 @@ def test_commit_shard_lists_a_finished_shard_and_drops_rows_already_stored(store
     with pytest.raises(RmpipeError, match="shard has spec_hash 0{16}"):
         store.commit_shard(alien)
     assert store.rows == 8
+
+
+def test_a_head_scores_the_stores_shards_as_read_without_a_copy_and_without_a_warning(store):
+    """iter_shards hands out read-only arrays (no float32 copy); a head reads them as they are
+    (the server scores every stored pair so at start-up). torch warns once per process, so the
+    check runs in a process of its own."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import numpy as np, torch
+from pipeline.reward_head import RewardHead
+from pipeline.store import EmbeddingStore
+torch.manual_seed(0)
+head = RewardHead(4)
+for ids, X in EmbeddingStore({str(store.root)!r}).iter_shards():
+    assert not X.flags.writeable
+    assert torch.equal(head.logits(X), head.logits(X.copy()))
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+    assert "not writable" not in run.stderr
