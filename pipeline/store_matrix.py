@@ -145,10 +145,16 @@ class StoreMatrix:
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
+def streams(store: EmbeddingStore, rows: int, stream_gb: float) -> bool:
+    """Whether ``rows`` of the store's vectors exceed ``stream_gb`` GiB as float32
+    (``fit.stream_gb``), and so are read shard by shard rather than loaded."""
+    return rows * store.dim * 4 > stream_gb * 2**30
+
+
 def embeddings(store: EmbeddingStore, pair_ids: Sequence[str] | pl.Series,
                stream_gb: float) -> "np.ndarray | StoreMatrix":
-    """``pair_ids``' vectors: one array when they take at most ``stream_gb`` GiB as float32, else
-    a :class:`StoreMatrix` that reads them shard by shard (``fit.stream_gb``)."""
-    if len(pair_ids) * store.dim * 4 <= stream_gb * 2**30:
-        return store.read(list(pair_ids))
-    return StoreMatrix.of(store, pair_ids)
+    """``pair_ids``' vectors: one array, or a :class:`StoreMatrix` that reads them shard by
+    shard when they stream (:func:`streams`)."""
+    if streams(store, len(pair_ids), stream_gb):
+        return StoreMatrix.of(store, pair_ids)
+    return store.read(list(pair_ids))

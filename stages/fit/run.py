@@ -20,7 +20,7 @@ from pipeline.config import Params
 from pipeline.errors import RmpipeError
 from pipeline.heads import EmbeddingRef, HeadCard, Uses, head_dir, save_head
 from pipeline.store import EmbeddingStore
-from pipeline.store_matrix import in_store_order
+from pipeline.store_matrix import in_store_order, streams
 from pipeline.table import read_provenance, read_table, training_view
 
 
@@ -52,7 +52,7 @@ def load_inputs(params: Params, backbone: str):
     if df.height == 0:
         raise RmpipeError(f"{path}: no train or val rows")
     store = EmbeddingStore(params.store_path(backbone))
-    if df.height * store.dim * 4 > params.fit.stream_gb * 2**30:  # docs/scale.md: a store beyond memory
+    if streams(store, df.height, params.fit.stream_gb):  # docs/scale.md: a store beyond memory
         order, X = in_store_order(store, df["pair_id"])
         df = df[order]  # store order: a slice of rows is a shard or two
     else:
