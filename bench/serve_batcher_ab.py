@@ -22,8 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_clients import Bodies  # noqa: E402
-from serve_throughput import NUMBERS, batch_rate, project, run_level  # noqa: E402
+from serve_throughput import batch_rate, new_pairs_level, project  # noqa: E402
 
 from rmpipe.app import Batcher  # noqa: E402
 from rmpipe.serve import RewardModel, ServerThread, ServeSettings, build_app  # noqa: E402
@@ -69,13 +68,9 @@ def main() -> None:
                     order = list(policies) if (round_ + level) % 2 == 0 else list(policies)[::-1]
                     for name in order:
                         Batcher._gather = policies[name]
-                        before = batch_rate(params, args.batch_pairs)
-                        r = run_level(url, Bodies(args.pairs, next(NUMBERS)), level, args.seconds,
-                                      args.warmup, model.stats)
-                        after = batch_rate(params, args.batch_pairs)
-                        pairs = r["rps"] * args.pairs
-                        rows.append((level, round_ + 1, name, pairs, (before + after) / 2, r))
-                        print(f"round {round_ + 1}, concurrency {level}, {name}: {pairs:.0f} pairs/s",
+                        r = new_pairs_level(params, url, level, args, model.stats)
+                        rows.append((level, round_ + 1, name, r["pairs_s"], r["batch"], r))
+                        print(f"round {round_ + 1}, concurrency {level}, {name}: {r['pairs_s']:.0f} pairs/s",
                               file=sys.stderr, flush=True)
         Batcher._gather = policies["current"]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())

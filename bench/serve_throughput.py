@@ -121,6 +121,17 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
             "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"]}
 
 
+def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, process: bool = True) -> dict:
+    """One level on new pairs (a block of 10^5 numbers: ~20 min at 80 pairs/s), between two batch
+    runs: :func:`run_level`'s figures with ``pairs_s``, ``batch`` (their mean) and ``spread``."""
+    before = batch_rate(params, args.batch_pairs)
+    r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, process)
+    after = batch_rate(params, args.batch_pairs)
+    r.update(pairs_s=r["rps"] * args.pairs, batch=(before + after) / 2,
+             spread=abs(before - after) / ((before + after) / 2))
+    return r
+
+
 def bench_dtype(dtype: str, args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,13 +145,8 @@ def bench_dtype(dtype: str, args) -> list[dict]:
         batch_rate(params, args.batch_pairs)  # the batch path's first shapes, not counted
         with ServerThread(build_app(model, ServeSettings())) as url:
             for concurrency in args.levels:
-                before = batch_rate(params, args.batch_pairs)
-                new = Bodies(args.pairs, next(NUMBERS))  # a block of 10^5 numbers: ~20 min at 80 pairs/s
-                r = run_level(url, new, concurrency, args.seconds, args.warmup, model.stats, process)
-                after = batch_rate(params, args.batch_pairs)
-                r.update(kind="new", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
-                         batch=(before + after) / 2, spread=abs(before - after) / ((before + after) / 2))
-                rows.append(r)
+                r = new_pairs_level(params, url, concurrency, args, model.stats, process)
+                rows.append({**r, "kind": "new", "dtype": resolved, "concurrency": concurrency})
             concurrency = max(args.levels)
             r = run_level(url, Bodies(args.pairs, stored=stored), concurrency, min(args.seconds, 5),
                           min(args.warmup, 2), model.stats, process)
