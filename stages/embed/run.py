@@ -115,10 +115,21 @@ class Embedder:
 
     def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Embeddings (n, dim) float32 of canonical prompts and responses, in their order."""
+        enc = self.tokenise(prompts, responses)
+        return self.forward(enc.ids, enc.type_ids)
+
+    def tokenise(self, prompts: list[str], responses: list[str]):
+        """The pairs' token ids (:class:`stages.embed.text.Encoded`); the server calls it on a
+        thread of its own while :meth:`forward` runs on another (one tokenizer, never mutated)."""
         if self.backend is None:
             self.load()
-        enc = self.encoder.encode(prompts, responses)
-        return self.backend.encode(enc.ids, enc.type_ids)
+        return self.encoder.encode(prompts, responses)
+
+    def forward(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Embeddings (n, dim) float32 of tokenised pairs, in their order."""
+        if self.backend is None:
+            self.load()
+        return self.backend.encode(ids, type_ids)
 
 
 def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:
