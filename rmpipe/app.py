@@ -19,6 +19,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +41,13 @@ class Batcher:
         self.pending: collections.deque = collections.deque()
         self.arrived = asyncio.Event()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmpipe-score")
-        # one thread, so requests are tokenised in turn: a tokenizer is not shared by two callers
-        self.preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmpipe-prepare")
+        # several, so the clients of one batch, who come back together, are tokenised in parallel
+        # (a fast tokenizer releases the interpreter lock; RewardModel.prepare is thread-safe)
+        self.preparer = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                           thread_name_prefix="rmpipe-prepare")
         self.largest = 0  # most requests ever answered by one micro-batch
         self.expected = 1  # requests in play when the worker last finished (see _gather)
+        self.preparing = 0  # requests being tokenised, in play but not yet waiting
         self.freed_at = float("-inf")  # when it did, on the event loop's clock
 
     async def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -51,7 +55,11 @@ class Batcher:
             return np.empty(0, dtype=np.float32)
         loop = asyncio.get_running_loop()
         # keyed and tokenised now, while the worker is busy or waiting for the other clients
-        pairs = await loop.run_in_executor(self.preparer, self.model.prepare, prompts, responses)
+        self.preparing += 1
+        try:
+            pairs = await loop.run_in_executor(self.preparer, self.model.prepare, prompts, responses)
+        finally:
+            self.preparing -= 1
         future = loop.create_future()
         self.pending.append((pairs, future))
         self.arrived.set()
@@ -103,7 +111,7 @@ class Batcher:
                 return
 
     def _finished(self, loop, batch: list) -> None:
-        self.expected = len(batch) + len(self.pending)
+        self.expected = len(batch) + len(self.pending) + self.preparing
         self.freed_at = loop.time()
 
     async def _answer(self, loop, batch: list) -> None:

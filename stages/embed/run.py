@@ -107,6 +107,9 @@ class Embedder:
 
         self.backend = make_backend(self.spec, self.resolved.path)
         self.encoder = PairEncoder(self.backend.tokenizer, self.spec.max_tokens, self.spec.chat_template)
+        # the first call sets the tokenizer's truncation and padding off (a write); later calls
+        # only read, so the server's threads may then tokenise at once (see tokenise)
+        self.encoder.encode(["rmpipe"], ["rmpipe"])
 
     def special_tokens(self) -> tuple[str, ...]:
         """The tokenizer's end-of-sequence and padding strings."""
@@ -119,8 +122,9 @@ class Embedder:
         return self.forward(enc.ids, enc.type_ids)
 
     def tokenise(self, prompts: list[str], responses: list[str]):
-        """The pairs' token ids (:class:`stages.embed.text.Encoded`); the server calls it on a
-        thread of its own while :meth:`forward` runs on another (one tokenizer, never mutated)."""
+        """The pairs' token ids (:class:`stages.embed.text.Encoded`). Thread-safe after
+        :meth:`load`: the server tokenises requests on several threads while :meth:`forward`
+        runs on another."""
         if self.backend is None:
             self.load()
         return self.encoder.encode(prompts, responses)
