@@ -1,19 +1,13 @@
-"""The server against an earlier version of itself, interleaved in one server process, as a table:
-serve pairs/s, its ratio to `rmpipe score`'s batch rate measured around each level, latency and
-micro-batches.
+"""The server's micro-batching policy against the previous one (main @4019d37), interleaved in one
+server process, as a table: serve pairs/s, its ratio to `rmpipe score`'s batch rate measured
+around each level, latency and micro-batches.
 
-``--against`` picks the earlier version:
-- ``tokenising`` (default; main @dded523): each micro-batch was tokenised by the worker thread,
-  between forward passes. Now each request is tokenised as it arrives, on a thread of its own
-  (:meth:`rmpipe.serve.RewardModel.prepare`); the worker only runs forward passes.
-- ``batching`` (main @4019d37): a batch was held ``max_wait_ms`` from the moment the one before
-  it was sent. Now (:meth:`rmpipe.app.Batcher._gather`) it is held until the requests in play
-  when the worker last finished are back.
+The previous policy held a batch ``max_wait_ms`` from the moment the one before it was sent;
+the current one (:meth:`rmpipe.app.Batcher._gather`) holds it until the requests in play when the
+worker last finished are back. Each round runs every level with both, in alternating order, so
+a drifting machine moves both. Setup and measurement as in bench/serve_throughput.py.
 
-Each round runs every level with both, in alternating order, so a drifting machine moves both.
-Setup and measurement as in bench/serve_throughput.py.
-
-    python bench/serve_batcher_ab.py [--against tokenising] [--rounds 2] [--levels 1 4 8 16] [--seconds 20]
+    python bench/serve_batcher_ab.py [--rounds 2] [--levels 1 4 8 16] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -53,19 +46,8 @@ async def previous_gather(self, loop, inflight) -> None:
             return
 
 
-def worker_tokenises(self, prompts, responses, tokenise=True):
-    """main @dded523: the request is keyed here but tokenised by the worker with its batch."""
-    return CURRENT_PREPARE(self, prompts, responses, tokenise=False)
-
-
-CURRENT_PREPARE = RewardModel.prepare
-EARLIER = {"tokenising": (RewardModel, "prepare", worker_tokenises),
-           "batching": (Batcher, "_gather", previous_gather)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--against", choices=list(EARLIER), default="tokenising")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--seconds", type=float, default=20)
@@ -74,8 +56,7 @@ def main() -> None:
     ap.add_argument("--batch-pairs", type=int, default=1024)
     args = ap.parse_args()
 
-    owner, name, earlier = EARLIER[args.against]
-    versions = {"previous": earlier, "current": getattr(owner, name)}
+    policies = {"previous": previous_gather, "current": Batcher._gather}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         params, head = project(Path(tmp), "auto")
@@ -84,26 +65,22 @@ def main() -> None:
         with ServerThread(build_app(model, ServeSettings())) as url:
             for round_ in range(args.rounds):
                 for level in args.levels:
-                    order = list(versions) if (round_ + level) % 2 == 0 else list(versions)[::-1]
-                    for version in order:
-                        setattr(owner, name, versions[version])
+                    order = list(policies) if (round_ + level) % 2 == 0 else list(policies)[::-1]
+                    for name in order:
+                        Batcher._gather = policies[name]
                         r = new_pairs_level(params, url, level, args, model.stats)
-                        rows.append((level, round_ + 1, version, r["pairs_s"], r["batch"], r))
-                        print(f"round {round_ + 1}, concurrency {level}, {version}: {r['pairs_s']:.0f} pairs/s",
+                        rows.append((level, round_ + 1, name, r["pairs_s"], r["batch"], r))
+                        print(f"round {round_ + 1}, concurrency {level}, {name}: {r['pairs_s']:.0f} pairs/s",
                               file=sys.stderr, flush=True)
-        setattr(owner, name, versions["current"])
+        Batcher._gather = policies["current"]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nThe server against its previous {args.against}, MiniLM on CPU, {args.pairs} new pairs a request, "
+    print(f"\nMicro-batching policies, MiniLM on CPU, {args.pairs} new pairs a request, "
           f"{args.seconds:g} s a level, clients in a process; load average after: {load}\n")
-    print("| concurrency | round | version | serve pairs/s | score pairs/s | serve / score | p50 ms | p95 ms | micro-batches |")
+    print("| concurrency | round | policy | serve pairs/s | score pairs/s | serve / score | p50 ms | p95 ms | micro-batches |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for level, round_, version, pairs, batch, r in sorted(rows, key=lambda row: row[:3]):
-        print(f"| {level} | {round_} | {version} | {pairs:.0f} | {batch:.0f} | {pairs / batch:.2f} "
+    for level, round_, name, pairs, batch, r in sorted(rows, key=lambda row: row[:3]):
+        print(f"| {level} | {round_} | {name} | {pairs:.0f} | {batch:.0f} | {pairs / batch:.2f} "
               f"| {r['p50']:.0f} | {r['p95']:.0f} | {r['batches']} |")
-    for level in args.levels:
-        for version in versions:
-            ratios = [pairs / batch for lv, _, v, pairs, batch, _ in rows if (lv, v) == (level, version)]
-            print(f"| {level} | mean | {version} | | | {statistics.mean(ratios):.3f} | | | |")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@
 - Concurrent requests are micro-batched: when the worker is free, the waiting requests are
   held until the clients it has just answered are back, ``max_batch`` pairs wait, or
   ``max_wait_ms`` has passed, and scored in one call, the new pairs among them in as few
-  backbone forward passes as the token budget allows. One worker thread runs them in turn;
-  each request is keyed and tokenised on arrival, on a thread of its own, so the worker
-  only runs forward passes.
+  backbone forward passes as the token budget allows. One worker thread runs them in turn.
 - The event loop only reads bodies and answers: decoding JSON and turning it into pairs runs on a
   thread too, so one large request does not hold up ``/health`` or other clients.
 - Abuse is a one-line 4xx: a body over ``--max-body-mb`` or a pair over ``--max-pair-chars``
@@ -19,7 +17,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -41,27 +38,15 @@ class Batcher:
         self.pending: collections.deque = collections.deque()
         self.arrived = asyncio.Event()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmpipe-score")
-        # several, so the clients of one batch, who come back together, are tokenised in parallel
-        # (a fast tokenizer releases the interpreter lock; RewardModel.prepare is thread-safe)
-        self.preparer = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                           thread_name_prefix="rmpipe-prepare")
         self.largest = 0  # most requests ever answered by one micro-batch
         self.expected = 1  # requests in play when the worker last finished (see _gather)
-        self.preparing = 0  # requests being tokenised, in play but not yet waiting
         self.freed_at = float("-inf")  # when it did, on the event loop's clock
 
     async def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         if not prompts:
             return np.empty(0, dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        # keyed and tokenised now, while the worker is busy or waiting for the other clients
-        self.preparing += 1
-        try:
-            pairs = await loop.run_in_executor(self.preparer, self.model.prepare, prompts, responses)
-        finally:
-            self.preparing -= 1
-        future = loop.create_future()
-        self.pending.append((pairs, future))
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((prompts, responses, future))
         self.arrived.set()
         return await future
 
@@ -94,7 +79,7 @@ class Batcher:
         is busy a full batch is queued behind the running one, so the worker never waits for
         the event loop between full batches (docs/serving.md#throughput)."""
         deadline = loop.time() + self.wait
-        while sum(len(p) for p, _ in self.pending) < self.max_batch:
+        while sum(len(p) for p, _, _ in self.pending) < self.max_batch:
             busy = [t for t in inflight if not t.done()]
             if not busy:
                 if len(self.pending) >= self.expected:
@@ -111,22 +96,24 @@ class Batcher:
                 return
 
     def _finished(self, loop, batch: list) -> None:
-        self.expected = len(batch) + len(self.pending) + self.preparing
+        self.expected = len(batch) + len(self.pending)
         self.freed_at = loop.time()
 
     async def _answer(self, loop, batch: list) -> None:
+        prompts = [p for item in batch for p in item[0]]
+        responses = [r for item in batch for r in item[1]]
         self.largest = max(self.largest, len(batch))
         try:
-            logits = await loop.run_in_executor(self.worker, self.model.logits_of, [p for p, _ in batch])
+            logits = await loop.run_in_executor(self.worker, self.model.logits, prompts, responses)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
             self._finished(loop, batch)
-            for _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         self._finished(loop, batch)
         start = 0
-        for p, future in batch:
+        for p, _, future in batch:
             if not future.done():  # the client may have gone
                 future.set_result(logits[start:start + len(p)])
             start += len(p)
@@ -165,7 +152,6 @@ def build_app(model, settings):
         finally:
             task.cancel()
             batcher.worker.shutdown(wait=False, cancel_futures=True)
-            batcher.preparer.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="rmpipe reward server", lifespan=lifespan)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,26 +84,9 @@ def template_default_system(tokenizer) -> str | None:
     return None
 
 
-@dataclass
-class Pairs:
-    """One request's pairs as :meth:`RewardModel.prepare` leaves them for the worker: canonical
-    text, pair ids, the store's logits (NaN where it lacks the pair), and the token ids (and
-    segment ids, for a pair-encoding tokenizer) of the pairs it lacks, by row."""
-
-    prompts: list[str]
-    responses: list[str]
-    ids: list[str]
-    stored: np.ndarray
-    tokens: dict[int, list[int]] = field(default_factory=dict)
-    types: dict[int, list[int]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 class RewardModel:
-    """The head, its stored pairs' logits and its backbone, loaded and checked once. Only
-    :meth:`prepare` is thread-safe: the server calls :meth:`logits_of` from one worker thread."""
+    """The head, its stored pairs' logits and its backbone, loaded and checked once. Not
+    thread-safe: the server calls :meth:`logits` from one worker thread."""
 
     def __init__(self, params: Params, head_dir: str | Path):
         self.head = load_head(head_dir)
@@ -146,72 +129,41 @@ class RewardModel:
             return self.stored.get(make_pair_id(canonical_prompt([{"role": "user", "content": prompt}]), response))
         return None
 
-    def prepare(self, prompts: list[str], responses: list[str], tokenise: bool = True) -> Pairs:
-        """A request's pairs keyed as ``score`` keys them, the store's logits looked up and the
-        others tokenised (``tokenise``, for a backbone that embeds text). Thread-safe: it reads
-        only what start-up built, so the server runs it on a thread of its own as requests
-        arrive, and the worker thread, busy with forward passes, does not wait on it."""
-        pairs = [normal_pair(p, r) for p, r in zip(prompts, responses)]
+    def logits(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """The head's logits of canonical pairs, from the store, the recent cache, or one
+        forward pass over the pairs neither holds; NaN for a pair a vectors file lacks."""
+        pairs = [normal_pair(p, r) for p, r in zip(prompts, responses)]  # keyed as score keys them
         prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
         ids = [make_pair_id(p, r) for p, r in zip(prompts, responses)]
-        stored = np.full(len(ids), np.nan, dtype=np.float32)
+        out = np.empty(len(ids), dtype=np.float32)
+        todo: dict[str, list[int]] = {}
         for i, pid in enumerate(ids):
             known = self._known(pid, prompts[i], responses[i])
             if known is not None:
-                stored[i] = known
-        out = Pairs(prompts, responses, ids, stored)
-        new = np.flatnonzero(np.isnan(stored)).tolist()
-        if tokenise and new and isinstance(self.embedder, Embedder):
-            enc = self.embedder.tokenise([prompts[i] for i in new], [responses[i] for i in new])
-            out.tokens = dict(zip(new, enc.ids))
-            out.types = dict(zip(new, enc.type_ids)) if enc.type_ids is not None else None
-        return out
-
-    def logits(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """The head's logits of canonical pairs (:meth:`prepare`, then :meth:`logits_of`)."""
-        return self.logits_of([self.prepare(prompts, responses)])
-
-    def logits_of(self, requests: list[Pairs]) -> np.ndarray:
-        """The head's logits of prepared requests' pairs, in order: from the store, the recent
-        cache, or one forward pass over the pairs neither holds; NaN for a pair a vectors file
-        lacks."""
-        out = np.concatenate([r.stored for r in requests]) if requests else np.empty(0, np.float32)
-        rows = [(r, i) for r in requests for i in range(len(r.ids))]
-        todo: dict[str, list[int]] = {}
-        for k, (r, i) in enumerate(rows):
-            pid = r.ids[i]
-            if not np.isnan(r.stored[i]):
+                out[i] = known
                 self.stats["store_hits"] += 1
             elif pid in self.recent:
                 self.recent.move_to_end(pid)
-                out[k] = self.recent[pid]
+                out[i] = self.recent[pid]
                 self.stats["recent_hits"] += 1
             else:
-                todo.setdefault(pid, []).append(k)
+                todo.setdefault(pid, []).append(i)
         self.stats["micro_batches"] += 1
         if todo:
-            first = [rows[ks[0]] for ks in todo.values()]
-            X = self._embed(first)
+            first = [rows[0] for rows in todo.values()]
+            X = self.embedder([prompts[i] for i in first], [responses[i] for i in first])
             new = self.head.logits(X)
             self.stats["forward_batches"] += 1
-            for (pid, ks), value in zip(todo.items(), new):
-                out[ks] = value
+            for (pid, rows), value in zip(todo.items(), new):
+                out[rows] = value
                 if np.isnan(value):
-                    self.stats["missing"] += len(ks)
+                    self.stats["missing"] += len(rows)
                     continue
                 self.stats["computed"] += 1
                 self.recent[pid] = float(value)
                 if len(self.recent) > RECENT:
                     self.recent.popitem(last=False)
         return out
-
-    def _embed(self, rows: list[tuple[Pairs, int]]) -> np.ndarray:
-        """Embeddings of (request, row) pairs, from the tokens :meth:`prepare` made where it made
-        them; the rest (a vectors backbone, or a request prepared without tokens) from the text."""
-        if not isinstance(self.embedder, Embedder) or any(i not in r.tokens for r, i in rows):
-            return self.embedder([r.prompts[i] for r, i in rows], [r.responses[i] for r, i in rows])
-        types = None if rows[0][0].types is None else [r.types[i] for r, i in rows]
-        return self.embedder.forward([r.tokens[i] for r, i in rows], types)
 
     def missing_note(self, count: int) -> str:
         return (f"{count} pair(s) have no vector in {self.vectors_file}: this backbone reads vectors "

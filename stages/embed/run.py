@@ -107,9 +107,6 @@ class Embedder:
 
         self.backend = make_backend(self.spec, self.resolved.path)
         self.encoder = PairEncoder(self.backend.tokenizer, self.spec.max_tokens, self.spec.chat_template)
-        # the first call sets the tokenizer's truncation and padding off (a write); later calls
-        # only read, so the server's threads may then tokenise at once (see tokenise)
-        self.encoder.encode(["rmpipe"], ["rmpipe"])
 
     def special_tokens(self) -> tuple[str, ...]:
         """The tokenizer's end-of-sequence and padding strings."""
@@ -118,22 +115,10 @@ class Embedder:
 
     def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Embeddings (n, dim) float32 of canonical prompts and responses, in their order."""
-        enc = self.tokenise(prompts, responses)
-        return self.forward(enc.ids, enc.type_ids)
-
-    def tokenise(self, prompts: list[str], responses: list[str]):
-        """The pairs' token ids (:class:`stages.embed.text.Encoded`). Thread-safe after
-        :meth:`load`: the server tokenises requests on several threads while :meth:`forward`
-        runs on another."""
         if self.backend is None:
             self.load()
-        return self.encoder.encode(prompts, responses)
-
-    def forward(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
-        """Embeddings (n, dim) float32 of tokenised pairs, in their order."""
-        if self.backend is None:
-            self.load()
-        return self.backend.encode(ids, type_ids)
+        enc = self.encoder.encode(prompts, responses)
+        return self.backend.encode(enc.ids, enc.type_ids)
 
 
 def load_pairs(table: Any) -> tuple[list[str], list[str], list[str]]:

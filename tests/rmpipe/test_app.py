@@ -50,7 +50,6 @@ def drive(model, scenario, max_batch: int = 64, max_wait_ms: float = HOLD_MS):
         finally:
             worker.cancel()
             batcher.worker.shutdown(wait=True)
-            batcher.preparer.shutdown(wait=True)
 
     return asyncio.run(main())
 
@@ -118,43 +117,3 @@ def test_the_clients_a_batch_answered_are_waited_for_and_join_the_next_batch(mod
     _, elapsed, largest = drive(model, scenario)
     assert model.stats["micro_batches"] - before == 2 and largest == 3
     assert elapsed < WITHIN_S
-
-
-def test_a_request_is_tokenised_as_it_arrives_and_the_worker_embeds_those_tokens(model):
-    """Requests wait for the worker already keyed and tokenised (on the batcher's own thread), so
-    the one thread that runs forward passes spends none of its time on the tokenizer."""
-    queued = []
-
-    async def scenario(batcher):
-        first = asyncio.ensure_future(batcher.score(*pairs("busy", 48)))
-        while not batcher.largest:  # the first request is on the worker
-            await asyncio.sleep(0.001)
-        second = asyncio.ensure_future(batcher.score(*pairs("arriving", 4)))
-        while not batcher.pending and not second.done():
-            await asyncio.sleep(0)
-        queued.extend(p for p, _ in batcher.pending)
-        return await asyncio.gather(first, second)
-
-    got, _, _ = drive(model, scenario, max_wait_ms=50)  # the first client sends nothing more
-    assert len(queued) == 1 and sorted(queued[0].tokens) == [0, 1, 2, 3]
-    assert np.abs(got[1] - unbatched(model, *pairs("arriving", 4))).max() < 1e-4
-
-    # the worker embeds the tokens it is handed: another request's tokens give that request's logits
-    mine, theirs = model.prepare(*pairs("mine", 3)), model.prepare(*pairs("theirs", 3))
-    mine.tokens, mine.types = theirs.tokens, theirs.types
-    assert np.abs(model.logits_of([mine]) - unbatched(model, *pairs("theirs", 3))).max() < 1e-4
-
-
-def test_prepare_looks_up_stored_pairs_and_tokenises_only_the_others(model, served):
-    import polars as pl
-
-    table = pl.read_parquet(served[0].table_path).head(2)
-    new = pairs("new", 2)
-    prompts, responses = [new[0][0], *table["prompt"], new[0][1]], [new[1][0], *table["response"], new[1][1]]
-    prepared = model.prepare(prompts, responses)
-    assert sorted(prepared.tokens) == [0, 3]  # the two stored pairs are not tokenised
-    assert prepared.stored[1:3].tolist() == [model.stored[pid] for pid in table["pair_id"]]
-    assert np.isnan(prepared.stored[[0, 3]]).all()
-    got = model.logits_of([prepared])
-    assert got[1:3].tolist() == prepared.stored[1:3].tolist()
-    assert np.abs(got[[0, 3]] - unbatched(model, *new)).max() < 1e-4
