@@ -12,6 +12,7 @@ and the level's ratio is against the mean of those two batch rates, so a machine
 drifts moves both sides. A last row is pairs already in the store (no forward pass).
 
     python bench/serve_throughput.py [--seconds 20] [--pairs 8] [--levels 1 4 8 16] [--dtypes auto float32]
+                                     [--torch-threads N]
 """
 
 from __future__ import annotations
@@ -166,9 +167,14 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["auto"], help="backbone dtypes (auto, float32, bfloat16)")
     ap.add_argument("--clients", choices=["process", "thread"], default="process",
                     help="clients in a process of their own (as an RLHF trainer's are) or on threads of the server's")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch's threads for both paths (default: one a core); fewer leave a core to "
+                         "the event loop and the clients")
     args = ap.parse_args()
     import torch
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     rows = [r for dtype in args.dtypes for r in bench_dtype(dtype, args)]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads), "
