@@ -30,6 +30,9 @@ from pipeline.heads import sigmoid
 from rmpipe.protocol import BadRequest, classify_pairs, native_pairs, openrlhf_pairs
 
 
+BUSY_WINDOW_S = 60.0  # the span /info's worker_busy_share_last_60s covers
+
+
 class Batcher:
     """Collects concurrent requests into micro-batches scored by one worker thread."""
 
@@ -41,6 +44,9 @@ class Batcher:
         self.largest = 0  # most requests ever answered by one micro-batch
         self.expected = 1  # requests in play when the worker last finished (see _gather)
         self.freed_at = float("-inf")  # when it did, on the event loop's clock
+        self.started = time.monotonic()
+        self.calls: collections.deque = collections.deque(maxlen=65_536)  # the worker's (start, end)
+        self.busy_s = 0.0  # the worker's seconds in calls, since start
 
     async def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         if not prompts:
@@ -95,6 +101,27 @@ class Batcher:
             if not done:
                 return
 
+    def _timed(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """The model's logits, on the worker thread (the only writer of ``calls`` and ``busy_s``)."""
+        start = time.monotonic()
+        try:
+            return self.model.logits(prompts, responses)
+        finally:
+            end = time.monotonic()
+            self.calls.append((start, end))
+            self.busy_s += end - start
+
+    def busy_share(self, now: float | None = None) -> float:
+        """The share of the last ``BUSY_WINDOW_S`` seconds (or of the time since start, if
+        shorter) the worker spent scoring. Near 1, the clients wait on the server (add a replica or
+        a faster device); well under 1, the server waits on its clients (docs/serving.md#throughput)."""
+        now = time.monotonic() if now is None else now
+        since = max(now - BUSY_WINDOW_S, self.started)
+        if now <= since:
+            return 0.0
+        busy = sum(max(min(end, now) - max(start, since), 0.0) for start, end in list(self.calls))
+        return busy / (now - since)
+
     def _finished(self, loop, batch: list) -> None:
         self.expected = len(batch) + len(self.pending)
         self.freed_at = loop.time()
@@ -104,7 +131,7 @@ class Batcher:
         responses = [r for item in batch for r in item[1]]
         self.largest = max(self.largest, len(batch))
         try:
-            logits = await loop.run_in_executor(self.worker, self.model.logits, prompts, responses)
+            logits = await loop.run_in_executor(self.worker, self._timed, prompts, responses)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
             self._finished(loop, batch)
             for *_, future in batch:
@@ -226,7 +253,9 @@ def build_app(model, settings):
     @app.get("/info")
     async def info():
         batcher = state["batcher"]
-        counters = {"largest_micro_batch_requests": batcher.largest, **model.stats}
+        counters = {"largest_micro_batch_requests": batcher.largest, **model.stats,
+                    "worker_busy_s": round(batcher.busy_s, 3),
+                    "worker_busy_share_last_60s": round(batcher.busy_share(), 3)}
         return {**model.info(), "limits": dataclasses.asdict(settings),
                 "default_systems": list(canon.default_systems), "stats": counters}
 

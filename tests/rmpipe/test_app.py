@@ -117,3 +117,20 @@ def test_the_clients_a_batch_answered_are_waited_for_and_join_the_next_batch(mod
     _, elapsed, largest = drive(model, scenario)
     assert model.stats["micro_batches"] - before == 2 and largest == 3
     assert elapsed < WITHIN_S
+
+
+def test_the_busy_share_counts_the_worker_s_calls_inside_the_last_minute_only(model):
+    """/info's worker_busy_share_last_60s: a call straddling the window's edge counts for its part
+    inside it, an older one not at all, and a server younger than the window is measured over
+    its life."""
+    batcher = Batcher(model, max_batch=64, max_wait_ms=5)
+    start = batcher.started
+    assert batcher.busy_share(now=start) == 0.0
+    batcher.calls.extend([(start + 1, start + 3), (start + 50, start + 56)])
+    assert batcher.busy_share(now=start + 10) == pytest.approx(2 / 10)
+    assert batcher.busy_share(now=start + 60) == pytest.approx(8 / 60)
+    # 100 s on: the window is [40, 100]; the first call is gone, the second counts in full
+    assert batcher.busy_share(now=start + 100) == pytest.approx(6 / 60)
+    # 112 s on: the window is [52, 112]; 4 of the second call's 6 s are inside it
+    assert batcher.busy_share(now=start + 112) == pytest.approx(4 / 60)
+    batcher.worker.shutdown()

@@ -101,6 +101,8 @@ def test_concurrent_requests_are_micro_batched(served, model, tmp_path):
     forwards = info["stats"]["forward_batches"] - before.get("forward_batches", 0)
     assert info["stats"]["largest_micro_batch_requests"] > 1
     assert micro < len(pairs) and forwards <= micro  # 8 requests, fewer batches
+    # the worker's time in those forward passes, a share of this short-lived server's life
+    assert 0 < info["stats"]["worker_busy_s"] and 0 < info["stats"]["worker_busy_share_last_60s"] <= 1
     served_rewards = np.array([results[i][1]["rewards"][0] for i in range(len(pairs))])
     assert np.abs(served_rewards - scored(params, head, pairs, tmp_path, "concurrent")).max() < 1e-5
 
