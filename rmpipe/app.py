@@ -114,7 +114,8 @@ class Batcher:
     def busy_share(self, now: float | None = None) -> float:
         """The share of the last ``BUSY_WINDOW_S`` seconds (or of the time since start, if
         shorter) the worker spent scoring. Near 1, the clients wait on the server (add a replica or
-        a faster device); well under 1, the server waits on its clients (docs/serving.md#throughput)."""
+        a faster device); well under 1, the server waits on its clients
+        (docs/serving.md#is-the-server-the-bottleneck)."""
         now = time.monotonic() if now is None else now
         since = max(now - BUSY_WINDOW_S, self.started)
         if now <= since:
@@ -133,12 +134,12 @@ class Batcher:
         try:
             logits = await loop.run_in_executor(self.worker, self._timed, prompts, responses)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
-            self._finished(loop, batch)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self._finished(loop, batch)
+        finally:
+            self._finished(loop, batch)
         start = 0
         for p, _, future in batch:
             if not future.done():  # the client may have gone
