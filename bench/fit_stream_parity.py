@@ -5,7 +5,8 @@ world, embeds it with MiniLM (once, params' dtype), then fits the same methods t
 the embeddings loaded (``fit.stream_gb`` 8) and streamed from the store (``fit.stream_gb`` 0:
 store order, windowed shuffle; the nuisance models keep the raw embeddings, which fit
 ``NUISANCE_BYTES`` here) — and evaluates both. A third fit loads the embeddings but gives the
-nuisance models a 64-d projection: what a streamed store too big for raw nuisance features pays. Prints R², MAE and AUROC per mode (mean over seeds) and the paired differences
+nuisance models a 64-d projection: what a streamed store too big for raw nuisance features
+pays. Prints R², MAE and AUROC per mode (mean over seeds) and the paired differences
 with 95% t-intervals, beside the seed-to-seed spread of the loaded fit: "within seed noise" means the
 interval holds 0 or is small against that spread.
 
