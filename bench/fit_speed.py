@@ -122,9 +122,10 @@ def store_child(args) -> None:
     from pipeline.config import FitParams, HeadParams, NoiseParams, PropensityParams
     from pipeline.store import EmbeddingStore
     from pipeline.store_matrix import in_store_order
-    from stages.fit.core import FitInputs, fit_method, fit_nuisance
-    from stages.fit.methods import get_method
     from stages.evaluate.metrics import label_metrics
+    from stages.fit.core import FitInputs, fit_nuisance, method_rows
+    from stages.fit.methods import get_method
+    from stages.fit.train import train_head
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,20 +161,32 @@ def store_child(args) -> None:
     t["nuisance: projection + propensity"] = time.perf_counter() - clock
     peak_so_far("nuisance: projection + propensity")
     t["  of which store reads (nuisance)"] = X.read_seconds - reads
-    clock, reads = time.perf_counter(), X.read_seconds
-    model, result = fit_method(data, nuisance, method, params)
-    t["head: every epoch"] = time.perf_counter() - clock
-    peak_so_far("head: every epoch")
-    t["  of which store reads (head)"] = X.read_seconds - reads
+    heads = {}
+    for mode in (["separate", "in-pass"] if args.validate_ab else ["in-pass"]):
+        X.release()  # each mode starts from an empty cache of decoded shards
+        clock, reads, decodes = time.perf_counter(), X.read_seconds, X.shard_reads
+        train, val = method_rows(data, nuisance, method)
+        model, result = train_head(X, train, val, params.head, params.guard, validate_in_pass=mode == "in-pass")
+        label = "head: every epoch" + (f" (validation {mode})" if args.validate_ab else "")
+        t[label] = time.perf_counter() - clock
+        peak_so_far(label)
+        t[f"  of which store reads ({mode})" if args.validate_ab else "  of which store reads (head)"] = \
+            X.read_seconds - reads
+        heads[mode] = model, result, X.shard_reads - decodes
     test = np.flatnonzero(facts["split"] == "test")
     T = in_store_order(store, ids.gather(test))
-    reward = model.logits(T[1]).numpy()
-    auroc = label_metrics(facts["label"][test][T[0]].astype(float), reward)["auroc"]
+    out = {}
+    for mode, (model, result, decodes) in heads.items():
+        reward = model.logits(T[1]).numpy()
+        out[mode] = {"test_auroc": label_metrics(facts["label"][test][T[0]].astype(float), reward)["auroc"],
+                     "s_per_epoch": [c["seconds"] for c in result.curve], "epochs": result.epochs_run,
+                     "best_epoch": result.best_epoch, "head_shard_reads": decodes}
     print(json.dumps({
-        "steps": t, "peak_gib": rss, "s_per_epoch": [c["seconds"] for c in result.curve], "epochs": result.epochs_run,
+        "steps": t, "peak_gib": rss, "heads": out,
         "train_rows_with_loss": int(len(np.flatnonzero(data.train & data.observed))),
         "fit_rows": int(len(rows)), "store_gb": store.size_bytes() / 2**30, "shard_reads": X.shard_reads,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "test_auroc": auroc,
+        "shards": len(store.manifest["shards"]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "pca_dim": nuisance.features.pca_dim or args.d, "threads": torch.get_num_threads()}))
 
 
@@ -185,25 +198,27 @@ def store_main(args) -> None:
     cmd = [sys.executable, __file__, "--store-child", "--store", str(root), "--n", str(args.n), "--d", str(args.d),
            "--shard-rows", str(args.shard_rows), "--epochs", str(args.epochs), "--threads", str(args.threads),
            "--propensity", args.propensity, "--folds", str(args.folds)] \
-        + (["--pca-dim", str(args.pca_dim)] if args.pca_dim else [])
+        + (["--pca-dim", str(args.pca_dim)] if args.pca_dim else []) + (["--validate-ab"] if args.validate_ab else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         sys.exit(f"the streamed fit failed:\n{out.stderr[-3000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"streamed fit: N={args.n:,} pairs × D={args.d:,} float32, store {r['store_gb']:.1f} GiB on disk "
-          f"(machine memory {mem:.0f} GiB), shards of {args.shard_rows:,}; causalrm, {r['epochs']} epochs, "
-          f"{r['train_rows_with_loss']:,} train rows with loss, nuisance models on {r['pca_dim']} features, "
-          f"torch threads {r['threads']}; store build {built:.0f} s (0 if reused)")
+          f"(machine memory {mem:.0f} GiB), {r['shards']} shards of {args.shard_rows:,}; causalrm, "
+          f"{args.epochs} epochs at most, {r['train_rows_with_loss']:,} train rows with loss, nuisance models on "
+          f"{r['pca_dim']} features, torch threads {r['threads']}; store build {built:.0f} s (0 if reused)")
     print("| step | seconds | peak RSS so far, GiB |")
     print("|---|---:|---:|")
     for step, sec in r["steps"].items():
         peak = r["peak_gib"].get(step)
         print(f"| {step} | {sec:.1f} | {'' if peak is None else f'{peak:.2f}'} |")
-    for i, sec in enumerate(r["s_per_epoch"], 1):
-        print(f"| epoch {i} (train + val pass) | {sec:.1f} | |")
-    print(f"\npeak RSS {r['peak_rss_mb'] / 1024:.2f} GiB; {r['shard_reads']} shard reads; "
-          f"test AUROC {r['test_auroc']:.3f} (clean labels, evaluation only)")
+    print("\n| validation | epochs (best) | seconds an epoch | shard reads | test AUROC (clean labels, evaluation only) |")
+    print("|---|---:|---|---:|---:|")
+    for mode, h in r["heads"].items():
+        print(f"| {mode} | {h['epochs']} ({h['best_epoch']}) | {', '.join(f'{s:.0f}' for s in h['s_per_epoch'])} | "
+              f"{h['head_shard_reads']} | {h['test_auroc']:.3f} |")
+    print(f"\npeak RSS {r['peak_rss_mb'] / 1024:.2f} GiB; {r['shard_reads']} shard reads in all")
 
 
 def main() -> None:
@@ -218,6 +233,9 @@ def main() -> None:
     ap.add_argument("--methods", default="naive,ips,dr,noise,causalrm,causalrm_dr")
     ap.add_argument("--store", default=None, help="a store larger than memory at this path (module docstring)")
     ap.add_argument("--shard-rows", type=int, default=65_536)
+    ap.add_argument("--validate-ab", action="store_true",
+                    help="with --store: fit the head twice, validating after each epoch's pass (the baseline) "
+                         "and during the next pass (what fit does)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--store-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

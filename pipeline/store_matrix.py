@@ -133,16 +133,23 @@ class StoreMatrix:
         """A shuffle of ``range(len(rows))`` (positions into ``rows``) that visits the shards a
         window at a time: the shards in a random order, the rows of each window of
         ``self.window`` shards in a random order. ``generator``: a torch Generator (the seed)."""
+        parts = [pos for _, pos in self.epoch_windows(rows, generator)]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def epoch_windows(self, rows: np.ndarray, generator) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`epoch_order` window by window: ``(shards, positions)`` for each, so a caller can
+        do other work on a window's shards while they are cached (the fit scores the validation
+        rows that live there)."""
         import torch
 
         shards = self.shard[np.asarray(rows)]
         present = np.unique(shards)
         visit = present[torch.randperm(len(present), generator=generator).numpy()]
-        parts = []
+        windows = []
         for s in range(0, len(visit), self.window):
             pos = np.flatnonzero(np.isin(shards, visit[s:s + self.window]))
-            parts.append(pos[torch.randperm(len(pos), generator=generator).numpy()])
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+            windows.append((visit[s:s + self.window], pos[torch.randperm(len(pos), generator=generator).numpy()]))
+        return windows
 
 
 def streams(store: EmbeddingStore, rows: int, stream_gb: float) -> bool:

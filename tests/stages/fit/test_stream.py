@@ -53,8 +53,43 @@ def test_a_streamed_epoch_decodes_each_shard_a_bounded_number_of_times(tmp_path)
     assert before <= 6 * 3  # PCA sample, features, and nothing more than a pass each
     _, result = fit_method(data, nuisance, method, params)
     per_epoch = (data.X.shard_reads - before) / result.epochs_run
-    assert per_epoch <= 2 * 6 + 1  # one pass for the train batches, one for the val risk
+    assert per_epoch <= 2 * 6 + 1  # a pass, and re-reads: a batch of 128 spans three shards of ~60 rows
     assert nuisance.features.pca_ is None  # 3,000 × 8 fits the nuisance budget: no projection
+
+
+@pytest.mark.parametrize("head", [dict(max_epochs=6, patience=100, dropout=0.2),
+                                  dict(max_epochs=40, patience=1, lr=3e-2)], ids=["max_epochs", "patience"])
+def test_validating_in_the_next_pass_gives_the_same_head_and_curve_for_fewer_reads(tmp_path, head):
+    import torch
+
+    from stages.fit.core import method_rows
+    from stages.fit.train import train_head
+
+    _, streamed = projects(tmp_path)
+    # batches smaller than a shard's ~60 train rows: a batch spans at most two windows of one shard
+    params = dataclasses.replace(streamed.fit, head=dataclasses.replace(streamed.fit.head, batch_size=32, **head))
+    data, _ = load_inputs(streamed, "toy")
+    method = get_method("causalrm")
+    train, val = method_rows(data, fit_nuisance(data, params, [method]), method)
+    runs = {}
+    for in_pass in (False, True):
+        data.X.release()
+        data.X.window = 1  # a cache of two shards, as a big store has
+        before = data.X.shard_reads
+        model, result = train_head(data.X, train, val, params.head, params.guard, validate_in_pass=in_pass)
+        runs[in_pass] = model, result, data.X.shard_reads - before
+    (m0, r0, reads0), (m1, r1, reads1) = runs[False], runs[True]
+    assert r1.stopped == ("patience" if head["patience"] == 1 else "max_epochs")
+    assert (r1.epochs_run, r1.best_epoch, r1.stopped) == (r0.epochs_run, r0.best_epoch, r0.stopped)
+    assert r1.epochs_run < head["max_epochs"] or head["patience"] > 1
+    for a, b in zip(m0.state_dict().values(), m1.state_dict().values()):
+        assert torch.equal(a, b)  # the same training, so bit for bit the same weights
+    for e0, e1 in zip(r0.curve, r1.curve, strict=True):
+        assert e0["train_guarded_risk"] == e1["train_guarded_risk"]
+        assert e0["val_guarded_risk"] == pytest.approx(e1["val_guarded_risk"], rel=1e-6)
+    assert r1.guard == r0.guard and r1.best_val_risk == pytest.approx(r0.best_val_risk, rel=1e-6)
+    passes = r1.epochs_run + 1  # one pass a settled epoch, and the last (a discarded epoch, or the final scoring)
+    assert reads1 <= 6 * passes < reads0, (reads0, reads1)
 
 
 def test_a_streamed_fit_refuses_a_nan_before_writing_any_head(tmp_path):
