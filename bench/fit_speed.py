@@ -17,7 +17,9 @@ from a known-truth world — x ~ N(0, I), reward logit 2·s(x) with s the scaled
 coordinates, feedback given with probability σ(s − 1.6) and flipped at (ρ+, ρ−) = (0.1, 0.2);
 80% train, 19% val, 1% test — in shards of ``--shard-rows``, then fits one causalrm head from it
 in a child process and prints seconds for each step, reads from the store, peak RSS and the
-head's test AUROC against the clean labels (evaluation only).
+head's test AUROC against the clean labels (evaluation only). ``--validate-ab`` fits the head
+twice after one nuisance fit: validating after each epoch's pass (the baseline), then during the
+next pass (what ``fit`` does).
 """
 
 from __future__ import annotations
