@@ -12,7 +12,7 @@ and the level's ratio is against the mean of those two batch rates, so a machine
 drifts moves both sides. A last row is pairs already in the store (no forward pass).
 
     python bench/serve_throughput.py [--seconds 20] [--pairs 8] [--levels 1 4 8 16] [--dtypes auto float32]
-                                     [--torch-threads N]
+                                     [--torch-threads N] [--same-passes]
 """
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ def project(root: Path, dtype: str):
     return params, fit(params, "minilm", ["naive"], progress=False, log=lambda _: None)["naive"]
 
 
-def batch_rate(params, n: int) -> float:
-    """Pairs/s of ``rmpipe score``'s embedding of ``n`` new pairs (tokenise, forward, commit)."""
+def batch_rate(params, n: int, batch_tokens: int | None = None) -> float:
+    """Pairs/s of ``rmpipe score``'s embedding of ``n`` new pairs (tokenise, forward, commit);
+    ``batch_tokens`` overrides the backbone's padded tokens a forward pass (an execution setting,
+    so the same store)."""
+    if batch_tokens:
+        minilm = dataclasses.replace(params.backbone("minilm"), batch_tokens=batch_tokens)
+        params = dataclasses.replace(params, backbones={**params.backbones, "minilm": minilm})
     pairs = fresh(n)()
     prompts, responses = [p["prompt"] for p in pairs], [p["response"] for p in pairs]
     table = pl.DataFrame({"pair_id": pair_ids(prompts, responses), "prompt": prompts, "response": responses})
@@ -119,17 +124,24 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
     return {"requests": len(ends), "rps": len(ends) / seconds,
             "p50": statistics.median(latencies) * 1000, "p95": q[18] * 1000,
             "batches": seen[1]["micro_batches"] - seen[0]["micro_batches"],
-            "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"]}
+            "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"],
+            "computed": seen[1]["computed"] - seen[0]["computed"]}
 
 
-def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, process: bool = True) -> dict:
+def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, process: bool = True,
+                    pass_tokens: int | None = None) -> dict:
     """One level on new pairs (a block of 10^5 numbers: ~20 min at 80 pairs/s), between two batch
-    runs: :func:`run_level`'s figures with ``pairs_s``, ``batch`` (their mean) and ``spread``."""
+    runs: :func:`run_level`'s figures with ``pairs_s``, ``batch`` (their mean) and ``spread``.
+    ``pass_tokens``: also the batch rate in forward passes of that many padded tokens, the size of
+    the server's passes (``in_passes``), before and after too."""
+    in_passes = [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     before = batch_rate(params, args.batch_pairs)
     r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, process)
     after = batch_rate(params, args.batch_pairs)
+    in_passes += [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     r.update(pairs_s=r["rps"] * args.pairs, batch=(before + after) / 2,
-             spread=abs(before - after) / ((before + after) / 2))
+             spread=abs(before - after) / ((before + after) / 2),
+             in_passes=statistics.mean(in_passes) if in_passes else None)
     return r
 
 
@@ -144,15 +156,20 @@ def bench_dtype(dtype: str, args) -> list[dict]:
         process = args.clients == "process"
 
         batch_rate(params, args.batch_pairs)  # the batch path's first shapes, not counted
+        one = fresh(1)()[0]
+        tokens = len(model.embedder.encoder.encode([one["prompt"]], [one["response"]]).ids[0])
+        budget = model.embedder.backend.batch_tokens
         with ServerThread(build_app(model, ServeSettings())) as url:
             for concurrency in args.levels:
-                r = new_pairs_level(params, url, concurrency, args, model.stats, process)
+                in_play = concurrency * args.pairs * tokens  # one pass holds them all when within budget
+                pass_tokens = in_play if args.same_passes and in_play < budget else None
+                r = new_pairs_level(params, url, concurrency, args, model.stats, process, pass_tokens)
                 rows.append({**r, "kind": "new", "dtype": resolved, "concurrency": concurrency})
             concurrency = max(args.levels)
             r = run_level(url, Bodies(args.pairs, stored=stored), concurrency, min(args.seconds, 5),
                           min(args.warmup, 2), model.stats, process)
             r.update(kind="stored", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
-                     batch=None, spread=None)
+                     batch=None, spread=None, in_passes=None)
             rows.append(r)
     return rows
 
@@ -170,6 +187,9 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch's threads for both paths (default: one a core); fewer leave a core to "
                          "the event loop and the clients")
+    ap.add_argument("--same-passes", action="store_true",
+                    help="also the batch rate in forward passes the size of the server's (the pairs the "
+                         "clients have in play), to split the ratio into the server's own cost and the load's")
     args = ap.parse_args()
     import torch
 
@@ -180,14 +200,20 @@ def main() -> None:
     print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads), "
           f"{args.pairs} new pairs a request, {args.seconds:g} s a level, clients in a {args.clients}; "
           f"load average after: {load}\n")
+    same = args.same_passes
     print("| pairs | dtype | concurrency | requests | serve pairs/s | score pairs/s (±) | serve / score "
-          "| p50 ms | p95 ms | micro-batches | forward passes |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          + ("| score in the server's passes | serve / that " if same else "")
+          + "| p50 ms | p95 ms | micro-batches | forward passes |")
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if same else "") + "---:|---:|---:|---:|")
     for r in rows:
         batch = f"{r['batch']:.0f} (±{r['spread'] / 2:.0%})" if r["batch"] else "-"
         ratio = f"{r['pairs_s'] / r['batch']:.2f}" if r["batch"] else "-"
+        passes = ""
+        if same:  # a level whose pairs in play exceed one pass has the batch path's passes
+            own = r["in_passes"] or r["batch"]
+            passes = f"{own:.0f} | {r['pairs_s'] / own:.2f} | " if own else "- | - | "
         print(f"| {r['kind']} | {r['dtype']} | {r['concurrency']} | {r['requests']} | {r['pairs_s']:.0f} | "
-              f"{batch} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | {r['batches']} | {r['forwards']} |")
+              f"{batch} | {ratio} | {passes}{r['p50']:.0f} | {r['p95']:.0f} | {r['batches']} | {r['forwards']} |")
 
 
 if __name__ == "__main__":
