@@ -3,7 +3,7 @@
 Stage two indexes its embeddings three ways: contiguous slices (nuisance features, scoring),
 sorted row sets (a split's rows) and shuffled mini-batches. :class:`StoreMatrix` answers the first
 two like a numpy array, reading each shard when a request first touches it and keeping the last
-few decoded shards (``cache_bytes``); :meth:`StoreMatrix.epoch_order` gives the third a shuffle
+few decoded shards (``cache_bytes``); :meth:`StoreMatrix.epoch_windows` gives the third a shuffle
 that visits the shards a window at a time (shards in random order, rows shuffled within the
 window: half the cache), so an epoch decodes each shard once. Rows are best laid out in store order
 (:func:`in_store_order`): then a slice touches one or two shards.
@@ -129,17 +129,12 @@ class StoreMatrix:
         self._cache.clear()
         pa.default_memory_pool().release_unused()
 
-    def epoch_order(self, rows: np.ndarray, generator) -> np.ndarray:
-        """A shuffle of ``range(len(rows))`` (positions into ``rows``) that visits the shards a
-        window at a time: the shards in a random order, the rows of each window of
-        ``self.window`` shards in a random order. ``generator``: a torch Generator (the seed)."""
-        parts = [pos for _, pos in self.epoch_windows(rows, generator)]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-
     def epoch_windows(self, rows: np.ndarray, generator) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`epoch_order` window by window: ``(shards, positions)`` for each, so a caller can
-        do other work on a window's shards while they are cached (the fit scores the validation
-        rows that live there)."""
+        """An epoch's shuffle of ``range(len(rows))`` (positions into ``rows``), a window at a time:
+        the shards in a random order, and the rows of each window of ``self.window`` shards in a
+        random order. Returns ``(shards, positions)`` for each window, in visiting order, so a caller
+        can do other work on a window's shards while they are cached (the fit scores the validation
+        rows that live there). ``generator``: a torch Generator (the seed)."""
         import torch
 
         shards = self.shard[np.asarray(rows)]

@@ -55,18 +55,25 @@ def test_store_order_keeps_slices_in_a_shard_or_two(tmp_path):
     assert X.shard_reads == 5  # each shard decoded once in a pass over the rows
 
 
-def test_epoch_order_is_a_permutation_that_visits_a_window_of_shards_at_a_time(tmp_path):
+def shuffled(X, rows, seed):
+    windows = X.epoch_windows(rows, torch.Generator().manual_seed(seed))
+    for shards, pos in windows:  # each window's rows live in the shards it names
+        assert set(X.shard[rows[pos]]) <= set(shards.tolist()) and len(shards) <= X.window
+    return np.concatenate([pos for _, pos in windows])
+
+
+def test_an_epoch_is_a_permutation_that_visits_a_window_of_shards_at_a_time(tmp_path):
     store, ids = sharded_store(tmp_path / "s", shards=6)
     order, X = in_store_order(store, ids)
     X.window = 2
     rows = np.sort(np.random.default_rng(3).choice(len(ids), size=150, replace=False))
-    perm = X.epoch_order(rows, torch.Generator().manual_seed(0))
+    perm = shuffled(X, rows, 0)
     assert sorted(perm.tolist()) == list(range(len(rows)))
     shard = X.shard[rows[perm]]
     windows = [set(shard[i:i + n]) for i, n in _runs(shard, X.window)]
     assert all(len(w) <= 2 for w in windows)
-    again = X.epoch_order(rows, torch.Generator().manual_seed(0))
-    other = X.epoch_order(rows, torch.Generator().manual_seed(1))
+    again = shuffled(X, rows, 0)
+    other = shuffled(X, rows, 1)
     np.testing.assert_array_equal(perm, again)
     assert not np.array_equal(perm, other)
     # a pass in that order decodes each shard once
