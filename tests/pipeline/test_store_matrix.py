@@ -56,6 +56,7 @@ def test_store_order_keeps_slices_in_a_shard_or_two(tmp_path):
 
 
 def shuffled(X, rows, seed):
+    """An epoch's order from :meth:`StoreMatrix.epoch_windows`, its windows checked on the way."""
     windows = X.epoch_windows(rows, torch.Generator().manual_seed(seed))
     for shards, pos in windows:  # each window's rows live in the shards it names
         assert set(X.shard[rows[pos]]) <= set(shards.tolist()) and len(shards) <= X.window
