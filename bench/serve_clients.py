@@ -2,8 +2,10 @@
 
 Run as a script, the clients live in their own process, as an RLHF trainer's do: in the server's
 process their Python work would take the server's interpreter lock (GIL) away from its scoring
-thread, a cost no real deployment has. Imported, they run on threads of the caller (``--clients
-thread``). Either way only requests that end inside the window count.
+thread, a cost no real deployment has. bench/serve_throughput.py runs one such process for all
+clients (their threads then share that process's GIL), or one a client (``--clients processes``:
+as a trainer's rollout workers call the server). Imported, they run on threads of the caller
+(``--clients thread``). Either way only requests that end inside the window count.
 
     echo '{"url": ..., "concurrency": 16, "warmup": 5, "seconds": 20, "pairs": 8, "first": 1000000}' \\
         | python bench/serve_clients.py
@@ -38,12 +40,13 @@ class Bodies:
 
 
 def load(url: str, bodies: Bodies, concurrency: int, warmup: float, seconds: float,
-         on_window=lambda start, end: None) -> tuple[list[float], list[float]]:
-    """Clients run ``warmup`` seconds, then on to the end of a ``seconds`` window; returns the end
-    times and latencies of the requests that end inside it. ``on_window(start, end)`` is told the
-    window's ``time.perf_counter`` bounds (CLOCK_MONOTONIC: the same clock in every process)."""
+         on_window=lambda start, end: None, start: float | None = None) -> tuple[list[float], list[float]]:
+    """Clients run ``warmup`` seconds (or until ``start``, given by a caller that runs several
+    client processes), then on to the end of a ``seconds`` window; returns the end times and
+    latencies of the requests that end inside it. ``on_window(start, end)`` is told the window's
+    ``time.perf_counter`` bounds (CLOCK_MONOTONIC: the same clock in every process)."""
     ends, latencies, lock = [], [], threading.Lock()
-    start = time.perf_counter() + warmup
+    start = time.perf_counter() + warmup if start is None else start
     end = start + seconds
     on_window(start, end)
 
@@ -74,7 +77,8 @@ def main() -> None:
     def window(start, end):
         print(json.dumps({"start": start, "end": end}), flush=True)
 
-    ends, latencies = load(job["url"], bodies, job["concurrency"], job["warmup"], job["seconds"], window)
+    ends, latencies = load(job["url"], bodies, job["concurrency"], job["warmup"], job["seconds"], window,
+                           job.get("start"))
     print(json.dumps({"ends": ends, "latencies": latencies}), flush=True)
 
 

@@ -47,6 +47,8 @@ from stages.fit.run import fit  # noqa: E402
 from stages.prepare.run import prepare  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+CLIENTS = {"process": "in a process of their own", "processes": "in a process each",
+           "thread": "on threads of the server's process"}
 NUMBERS = itertools.count(10**6, 10**5)  # blocks of pair numbers, so no pair is sent twice
 
 
@@ -88,9 +90,10 @@ def batch_rate(params, n: int, batch_tokens: int | None = None) -> float:
 
 
 def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup: float,
-              stats: dict, process: bool = True) -> dict:
-    """Steady-state rate of ``concurrency`` clients (bench/serve_clients.py: in a process of their
-    own, or on threads of this one): they run ``warmup`` seconds before the window opens and on
+              stats: dict, clients: str = "process") -> dict:
+    """Steady-state rate of ``concurrency`` clients (bench/serve_clients.py: ``clients`` "process",
+    all in one process of their own; "processes", one process a client; "thread", on threads of
+    this one): they run ``warmup`` seconds before the window opens and on
     until it closes, and only requests that end inside the window count, over its length. A rate
     from requests started in the window instead also counts the pipeline filling and draining,
     about a batch each way, which weighs most at high concurrency. ``stats`` (the server's
@@ -103,19 +106,27 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
             timers.append(threading.Timer(max(at - now, 0), lambda: seen.append(dict(stats))))
             timers[-1].start()
 
-    if process:
+    if clients in ("process", "processes"):
         job = {"url": url, "concurrency": concurrency, "warmup": warmup, "seconds": seconds,
                "pairs": bodies.pairs, "first": bodies.next, "stored": bodies.stored}
-        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "serve_clients.py")],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        proc.stdin.write(json.dumps(job))
-        proc.stdin.close()
-        window = json.loads(proc.stdout.readline())
-        on_window(window["start"], window["end"])
-        out = json.loads(proc.stdout.readline() or "null")
-        if proc.wait() != 0 or out is None:
-            sys.exit(f"the client process failed (exit {proc.returncode})")
-        ends, latencies = out["ends"], out["latencies"]
+        jobs = [job]
+        if clients == "processes":  # one a client, each numbering its pairs from a block of its own
+            start = time.perf_counter() + warmup
+            block = 10**5 // concurrency
+            jobs = [{**job, "concurrency": 1, "start": start, "first": bodies.next + k * block}
+                    for k in range(concurrency)]
+        procs = [subprocess.Popen([sys.executable, str(REPO / "bench" / "serve_clients.py")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in jobs]
+        for proc, j in zip(procs, jobs):
+            proc.stdin.write(json.dumps(j))
+            proc.stdin.close()
+        windows = [json.loads(proc.stdout.readline()) for proc in procs]
+        on_window(windows[0]["start"], windows[0]["end"])
+        outs = [json.loads(proc.stdout.readline() or "null") for proc in procs]
+        if any(proc.wait() != 0 for proc in procs) or None in outs:
+            sys.exit(f"a client process failed (exits {[proc.returncode for proc in procs]})")
+        ends = [t for out in outs for t in out["ends"]]
+        latencies = [t for out in outs for t in out["latencies"]]
     else:
         ends, latencies = load(url, bodies, concurrency, warmup, seconds, on_window)
     for t in timers:
@@ -128,7 +139,7 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
             "computed": seen[1]["computed"] - seen[0]["computed"]}
 
 
-def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, process: bool = True,
+def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, clients: str = "process",
                     pass_tokens: int | None = None) -> dict:
     """One level on new pairs (a block of 10^5 numbers: ~20 min at 80 pairs/s), between two batch
     runs: :func:`run_level`'s figures with ``pairs_s``, ``batch`` (their mean) and ``spread``.
@@ -136,7 +147,7 @@ def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, proce
     the server's passes (``in_passes``), before and after too."""
     in_passes = [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     before = batch_rate(params, args.batch_pairs)
-    r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, process)
+    r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, clients)
     after = batch_rate(params, args.batch_pairs)
     in_passes += [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     r.update(pairs_s=r["rps"] * args.pairs, batch=(before + after) / 2,
@@ -153,7 +164,6 @@ def bench_dtype(dtype: str, args) -> list[dict]:
         model = RewardModel(params, head)
         stored = pl.read_parquet(params.table_path).select("prompt", "response").unique(maintain_order=True)
         stored = [{"prompt": p, "response": r} for p, r in stored.iter_rows()]
-        process = args.clients == "process"
 
         batch_rate(params, args.batch_pairs)  # the batch path's first shapes, not counted
         one = fresh(1)()[0]
@@ -163,11 +173,11 @@ def bench_dtype(dtype: str, args) -> list[dict]:
             for concurrency in args.levels:
                 in_play = concurrency * args.pairs * tokens  # one pass holds them all when within budget
                 pass_tokens = in_play if args.same_passes and in_play < budget else None
-                r = new_pairs_level(params, url, concurrency, args, model.stats, process, pass_tokens)
+                r = new_pairs_level(params, url, concurrency, args, model.stats, args.clients, pass_tokens)
                 rows.append({**r, "kind": "new", "dtype": resolved, "concurrency": concurrency})
             concurrency = max(args.levels)
             r = run_level(url, Bodies(args.pairs, stored=stored), concurrency, min(args.seconds, 5),
-                          min(args.warmup, 2), model.stats, process)
+                          min(args.warmup, 2), model.stats, args.clients)
             r.update(kind="stored", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
                      batch=None, spread=None, in_passes=None)
             rows.append(r)
@@ -182,8 +192,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5, help="seconds of load before the window opens")
     ap.add_argument("--batch-pairs", type=int, default=1024, help="new pairs per batch-rate run")
     ap.add_argument("--dtypes", nargs="+", default=["auto"], help="backbone dtypes (auto, float32, bfloat16)")
-    ap.add_argument("--clients", choices=["process", "thread"], default="process",
-                    help="clients in a process of their own (as an RLHF trainer's are) or on threads of the server's")
+    ap.add_argument("--clients", choices=["process", "processes", "thread"], default="process",
+                    help="clients in a process of their own (as an RLHF trainer's are), in one process "
+                         "each (as a trainer's rollout workers), or on threads of the server's")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch's threads for both paths (default: one a core); fewer leave a core to "
                          "the event loop and the clients")
@@ -198,7 +209,7 @@ def main() -> None:
     rows = [r for dtype in args.dtypes for r in bench_dtype(dtype, args)]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads), "
-          f"{args.pairs} new pairs a request, {args.seconds:g} s a level, clients in a {args.clients}; "
+          f"{args.pairs} new pairs a request, {args.seconds:g} s a level, clients {CLIENTS[args.clients]}; "
           f"load average after: {load}\n")
     same = args.same_passes
     print("| pairs | dtype | concurrency | requests | serve pairs/s | score pairs/s (±) | serve / score "
