@@ -135,8 +135,7 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
     return {"requests": len(ends), "rps": len(ends) / seconds,
             "p50": statistics.median(latencies) * 1000, "p95": q[18] * 1000,
             "batches": seen[1]["micro_batches"] - seen[0]["micro_batches"],
-            "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"],
-            "computed": seen[1]["computed"] - seen[0]["computed"]}
+            "forwards": seen[1]["forward_batches"] - seen[0]["forward_batches"]}
 
 
 def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, clients: str = "process",
