@@ -12,7 +12,11 @@ and the level's ratio is against the mean of those two batch rates, so a machine
 drifts moves both sides. A last row is pairs already in the store (no forward pass).
 
     python bench/serve_throughput.py [--seconds 20] [--pairs 8] [--levels 1 4 8 16] [--dtypes auto float32]
-                                     [--torch-threads N] [--same-passes]
+                                     [--torch-threads N] [--same-passes] [--server-cores 0]
+
+``--server-cores`` splits the machine as a deployment does, where the trainer's clients run
+elsewhere: this process (the server, its event loop, and the batch path it is compared with) on
+those cores, one torch thread each, and the client processes on the others.
 """
 
 from __future__ import annotations
@@ -90,14 +94,15 @@ def batch_rate(params, n: int, batch_tokens: int | None = None) -> float:
 
 
 def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup: float,
-              stats: dict, clients: str = "process") -> dict:
+              stats: dict, clients: str = "process", client_cores: set[int] | None = None) -> dict:
     """Steady-state rate of ``concurrency`` clients (bench/serve_clients.py: ``clients`` "process",
     all in one process of their own; "processes", one process a client; "thread", on threads of
     this one): they run ``warmup`` seconds before the window opens and on
     until it closes, and only requests that end inside the window count, over its length. A rate
     from requests started in the window instead also counts the pipeline filling and draining,
     about a batch each way, which weighs most at high concurrency. ``stats`` (the server's
-    counters) is read as the window opens and closes."""
+    counters) is read as the window opens and closes. ``client_cores``: the cores the client
+    processes run on."""
     seen, timers = [], []
 
     def on_window(start: float, end: float) -> None:
@@ -115,8 +120,10 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
             block = 10**5 // concurrency
             jobs = [{**job, "concurrency": 1, "start": start, "first": bodies.next + k * block}
                     for k in range(concurrency)]
+        pin = (lambda: os.sched_setaffinity(0, client_cores)) if client_cores else None
         procs = [subprocess.Popen([sys.executable, str(REPO / "bench" / "serve_clients.py")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in jobs]
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pin)
+                 for _ in jobs]
         for proc, j in zip(procs, jobs):
             proc.stdin.write(json.dumps(j))
             proc.stdin.close()
@@ -139,14 +146,14 @@ def run_level(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup
 
 
 def new_pairs_level(params, url: str, concurrency: int, args, stats: dict, clients: str = "process",
-                    pass_tokens: int | None = None) -> dict:
+                    pass_tokens: int | None = None, client_cores: set[int] | None = None) -> dict:
     """One level on new pairs (a block of 10^5 numbers: ~20 min at 80 pairs/s), between two batch
     runs: :func:`run_level`'s figures with ``pairs_s``, ``batch`` (their mean) and ``spread``.
     ``pass_tokens``: also the batch rate in forward passes of that many padded tokens, the size of
     the server's passes (``in_passes``), before and after too."""
     in_passes = [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     before = batch_rate(params, args.batch_pairs)
-    r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, clients)
+    r = run_level(url, fresh(args.pairs), concurrency, args.seconds, args.warmup, stats, clients, client_cores)
     after = batch_rate(params, args.batch_pairs)
     in_passes += [batch_rate(params, args.batch_pairs, pass_tokens)] if pass_tokens else []
     r.update(pairs_s=r["rps"] * args.pairs, batch=(before + after) / 2,
@@ -172,11 +179,12 @@ def bench_dtype(dtype: str, args) -> list[dict]:
             for concurrency in args.levels:
                 in_play = concurrency * args.pairs * tokens  # one pass holds them all when within budget
                 pass_tokens = in_play if args.same_passes and in_play < budget else None
-                r = new_pairs_level(params, url, concurrency, args, model.stats, args.clients, pass_tokens)
+                r = new_pairs_level(params, url, concurrency, args, model.stats, args.clients, pass_tokens,
+                                    args.client_cores)
                 rows.append({**r, "kind": "new", "dtype": resolved, "concurrency": concurrency})
             concurrency = max(args.levels)
             r = run_level(url, Bodies(args.pairs, stored=stored), concurrency, min(args.seconds, 5),
-                          min(args.warmup, 2), model.stats, args.clients)
+                          min(args.warmup, 2), model.stats, args.clients, args.client_cores)
             r.update(kind="stored", dtype=resolved, concurrency=concurrency, pairs_s=r["rps"] * args.pairs,
                      batch=None, spread=None, in_passes=None)
             rows.append(r)
@@ -200,14 +208,28 @@ def main() -> None:
     ap.add_argument("--same-passes", action="store_true",
                     help="also the batch rate in forward passes the size of the server's (the pairs the "
                          "clients have in play), to split the ratio into the server's own cost and the load's")
+    ap.add_argument("--server-cores", type=int, nargs="+", default=None,
+                    help="pin this process (server and batch path, one torch thread a core) to these cores "
+                         "and the client processes to the others, as where the clients run elsewhere")
     args = ap.parse_args()
     import torch
 
+    args.client_cores = None
+    if args.server_cores:
+        server, machine = set(args.server_cores), os.sched_getaffinity(0)
+        args.client_cores = machine - server
+        if not server < machine or args.clients == "thread":
+            sys.exit(f"--server-cores {args.server_cores}: needs cores of {sorted(machine)} with some left "
+                     "for the clients, and client processes (not --clients thread)")
+        os.sched_setaffinity(0, server)
+        args.torch_threads = len(server)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     rows = [r for dtype in args.dtypes for r in bench_dtype(dtype, args)]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads), "
+    split = (f"; server on cores {sorted(args.server_cores)}, clients on {sorted(args.client_cores)}"
+             if args.server_cores else "")
+    print(f"\nrmpipe serve vs rmpipe score, MiniLM on CPU ({torch.get_num_threads()} torch threads{split}), "
           f"{args.pairs} new pairs a request, {args.seconds:g} s a level, clients {CLIENTS[args.clients]}; "
           f"load average after: {load}\n")
     same = args.same_passes
